@@ -1,0 +1,75 @@
+# Entry points for users and CI. Every target installs what it needs on first use.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export HOMELAB_CACHE ?= $(HOME)/.cache/homelab-bootstrap
+export PATH := $(CURDIR)/$(BIN):$(HOMELAB_CACHE)/tools/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# Playbook output without colour codes in logs; tests parse it.
+export ANSIBLE_FORCE_COLOR := 0
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/ansible-playbook: requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	touch $@
+
+.PHONY: venv
+venv: $(BIN)/ansible-playbook ## Create the Python virtualenv with the pinned tools
+
+.PHONY: lock
+lock: ## Re-resolve requirements.in into requirements.lock
+	rm -rf $(VENV).lock && $(PYTHON) -m venv $(VENV).lock
+	$(VENV).lock/bin/pip install --quiet -r requirements.in
+	$(VENV).lock/bin/pip freeze --exclude-editable | grep -v '^pip==' > requirements.lock
+	rm -rf $(VENV).lock
+
+.PHONY: lint
+lint: venv ## ansible-lint (production profile), yamllint, ruff
+	$(BIN)/yamllint --strict .
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/ansible-lint --offline
+
+.PHONY: syntax
+syntax: venv ## Syntax-check every playbook
+	for p in site.yml playbooks/*.yml; do $(BIN)/ansible-playbook --syntax-check "$$p"; done
+
+.PHONY: unit
+unit: venv ## pytest unit tests and the inventory rejection suite
+	$(BIN)/pytest -q tests
+
+.PHONY: preflight
+preflight: venv ## Validate the example inventory (no SSH)
+	$(BIN)/ansible-playbook playbooks/preflight.yml -i inventory/example
+
+.PHONY: docker
+docker: ## Install and start the docker engine when missing
+	$(PYTHON) lab/docker_engine.py
+
+.PHONY: node-images
+node-images: docker ## Build the Debian node images (debootstrap, cached)
+	$(PYTHON) lab/node_images.py
+
+.PHONY: mirror
+mirror: docker venv ## Build the offline mirror from source (cached by version)
+	$(BIN)/python lab/mirror/build.py
+
+.PHONY: molecule
+molecule: venv node-images mirror ## Run every molecule scenario
+	for s in molecule/*/molecule.yml; do s=$${s#molecule/}; $(BIN)/molecule test -s "$${s%/molecule.yml}"; done
+
+.PHONY: test
+test: lint syntax unit molecule ## Everything CI runs
+
+.PHONY: collection
+collection: venv ## Build the Ansible collection tarball
+	$(BIN)/ansible-galaxy collection build --force --output-path build .
