@@ -1,0 +1,901 @@
+#!/usr/bin/env python3
+"""Builds the lab's offline mirror (upstream download layout + OCI images) from source via the Go module proxy."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, TextIO
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+VERSIONS_FILE = REPO / "roles/cluster_defaults/defaults/main/versions.yml"
+ARCH = "amd64"
+GROUPS = ("node", "control-plane", "tools")
+# Bump when the build logic changes in a way the declarative recipes below do not capture:
+# every stamp then stops matching and the next run rebuilds everything (cheaply, from Go's cache).
+RECIPE_REVISION = 1
+STATUS_TAIL_LINES = 40
+
+
+class BuildError(Exception):
+    """A build step failed; the message says which and what to change."""
+
+
+# --------------------------------------------------------------------------------------------
+# Pure parts: versions, upstream layout, recipes and stamps (unit-tested).
+# --------------------------------------------------------------------------------------------
+
+
+def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
+    """Return every `*_version` pin from versions.yml as a string."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BuildError(f"cannot read versions file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BuildError(f"{path} is not a YAML mapping")
+    return {str(k): str(v) for k, v in data.items() if str(k).endswith("_version")}
+
+
+def pin(versions: Mapping[str, str], key: str) -> str:
+    """One pinned version, with an error naming the file to edit when it is missing."""
+    value = versions.get(key, "").strip().removeprefix("v")
+    if not value:
+        raise BuildError(f"{key} is not pinned in {VERSIONS_FILE}")
+    return value
+
+
+def cache_root(env: Mapping[str, str]) -> Path:
+    """HOMELAB_CACHE, defaulting like the Makefile does."""
+    value = env.get("HOMELAB_CACHE", "")
+    return Path(value) if value else Path.home() / ".cache" / "homelab-bootstrap"
+
+
+def k8s_binary_path(version: str, name: str, arch: str = ARCH) -> PurePosixPath:
+    """dl.k8s.io layout of one Kubernetes binary."""
+    return PurePosixPath(f"dl.k8s.io/release/v{version}/bin/linux/{arch}/{name}")
+
+
+def github_release_path(repo: str, tag: str, filename: str) -> PurePosixPath:
+    """GitHub release-asset layout: github.com/<owner>/<repo>/releases/download/<tag>/<file>."""
+    return PurePosixPath(f"github.com/{repo}/releases/download/{tag}/{filename}")
+
+
+def containerd_tarball_path(version: str, arch: str = ARCH) -> PurePosixPath:
+    name = f"containerd-{version}-linux-{arch}.tar.gz"
+    return github_release_path("containerd/containerd", f"v{version}", name)
+
+
+def runc_binary_path(version: str, arch: str = ARCH) -> PurePosixPath:
+    return github_release_path("opencontainers/runc", f"v{version}", f"runc.{arch}")
+
+
+def cni_tarball_path(version: str, arch: str = ARCH) -> PurePosixPath:
+    name = f"cni-plugins-linux-{arch}-v{version}.tgz"
+    return github_release_path("containernetworking/plugins", f"v{version}", name)
+
+
+def crictl_tarball_path(version: str, arch: str = ARCH) -> PurePosixPath:
+    name = f"crictl-v{version}-linux-{arch}.tar.gz"
+    return github_release_path("kubernetes-sigs/cri-tools", f"v{version}", name)
+
+
+def helm_tarball_path(version: str, arch: str = ARCH) -> PurePosixPath:
+    return PurePosixPath(f"get.helm.sh/helm-v{version}-linux-{arch}.tar.gz")
+
+
+def checksum_path(path: PurePosixPath, suffix: str = ".sha256") -> PurePosixPath:
+    """The checksum file published beside a download (`<file><suffix>`)."""
+    return path.with_name(path.name + suffix)
+
+
+def runc_checksum_path(version: str) -> PurePosixPath:
+    """runc publishes one `runc.sha256sum` per release listing every asset."""
+    return github_release_path("opencontainers/runc", f"v{version}", "runc.sha256sum")
+
+
+def checksum_line(sha256: str, filename: str) -> str:
+    """`<sha256>  <filename>` (sha256sum format), which get_url's `checksum: sha256:<url>` parses."""
+    return f"{sha256}  {filename}\n"
+
+
+def image_tar_name(ref: str) -> str:
+    """`registry.k8s.io/coredns/coredns:v1.14.6` -> `coredns_v1.14.6.tar`."""
+    repo, _, tag = ref.rpartition(":")
+    if not repo or not tag or "/" in tag:
+        raise ValueError(f"image reference without a tag: {ref}")
+    return f"{repo.rsplit('/', 1)[-1]}_{tag}.tar"
+
+
+def k8s_staging_version(kubernetes_version: str) -> str:
+    """Staging modules (k8s.io/api, ...) are tagged v0.<minor>.<patch> for Kubernetes 1.<minor>.<patch>."""
+    major, minor, patch = kubernetes_version.split(".")
+    if major != "1":
+        raise BuildError(f"unexpected Kubernetes major version in {kubernetes_version}")
+    return f"v0.{minor}.{patch}"
+
+
+def k8s_ldflags(version: str, build_date: str) -> list[str]:
+    """The version stamps hack/lib/version.sh sets; kubeadm picks its image tags from gitVersion."""
+    major, minor = version.split(".")[:2]
+    flags: list[str] = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {pkg}.gitVersion=v{version}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.buildDate={build_date}",
+        ]
+    return flags
+
+
+def recipe_hash(recipe: Mapping[str, Any]) -> str:
+    """Stable hash of a declarative build recipe (key order does not matter)."""
+    blob = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def make_stamp(
+    name: str, version: str, rhash: str, outputs: Sequence[Mapping[str, Any]], seconds: float
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "version": version,
+        "recipe_hash": rhash,
+        "build_seconds": round(seconds, 1),
+        "outputs": list(outputs),
+    }
+
+
+def stamp_is_current(stamp: Mapping[str, Any] | None, version: str, rhash: str, mirror: Path) -> bool:
+    """True when the stamp records this version and recipe and every output is still in place."""
+    if not stamp or stamp.get("version") != version or stamp.get("recipe_hash") != rhash:
+        return False
+    outputs = stamp.get("outputs")
+    if not isinstance(outputs, list) or not outputs:
+        return False
+    for out in outputs:
+        path = mirror / str(out.get("path", ""))
+        if not path.is_file() or path.stat().st_size != out.get("size"):
+            return False
+    return True
+
+
+def load_stamp(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def wrapper_gomod(module: str, requires: Sequence[tuple[str, str]], replaces: Sequence[tuple[str, str]]) -> str:
+    """go.mod of a wrapper module that builds upstream commands from the module proxy.
+
+    `replaces` maps a module path to the version it is pinned to. Only the main module's
+    replace lines count, and upstream's `../dir` or `./staging/...` ones point at trees the
+    module zips do not carry, so the wrapper pins those siblings to their released versions.
+    """
+    lines = [f"module {module}", "", "go 1.24", "", "require ("]
+    lines += [f"\t{path} {ver}" for path, ver in requires]
+    lines.append(")")
+    if replaces:
+        lines += ["", "replace ("]
+        lines += [f"\t{path} => {path} {ver}" for path, ver in sorted(replaces)]
+        lines.append(")")
+    return "\n".join(lines) + "\n"
+
+
+def tools_go(packages: Sequence[str]) -> str:
+    """A build-tagged file importing the commands so `go mod tidy` keeps what they need."""
+    imports = "\n".join(f'\t_ "{p}"' for p in sorted(packages))
+    header = "//go:build tools\n\n// Package tools pins the upstream commands this module builds.\npackage tools\n"
+    return f"{header}\nimport (\n{imports}\n)\n"
+
+
+def dockerfile(copies: Sequence[tuple[str, str]], entrypoint: Sequence[str] = (), user: str = "") -> str:
+    """Dockerfile of a base-less image holding static binaries."""
+    lines = ["FROM scratch", "ENV PATH=/usr/local/bin"]
+    lines += [f"COPY {src} {dest}" for src, dest in copies]
+    if user:
+        lines.append(f"USER {user}")
+    if entrypoint:
+        lines.append(f"ENTRYPOINT {json.dumps(list(entrypoint))}")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Side effects: commands, files, Go, docker.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the mirror and the build work live under HOMELAB_CACHE."""
+
+    cache: Path
+
+    @property
+    def mirror(self) -> Path:
+        return self.cache / "mirror"
+
+    @property
+    def files(self) -> Path:
+        return self.mirror / "files"
+
+    @property
+    def images(self) -> Path:
+        return self.mirror / "images"
+
+    @property
+    def manifest(self) -> Path:
+        return self.mirror / "manifest.json"
+
+    @property
+    def build(self) -> Path:
+        return self.cache / "build"
+
+    @property
+    def stamps(self) -> Path:
+        return self.build / "stamps"
+
+    @property
+    def logs(self) -> Path:
+        return self.build / "logs"
+
+
+@dataclass
+class Ctx:
+    """What a builder needs: the layout, the pins, and the log of the artifact being built."""
+
+    layout: Layout
+    versions: Mapping[str, str]
+    log: TextIO | None = None
+    log_path: Path | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def say(msg: str) -> None:
+    print(f"mirror: {msg}", flush=True)
+
+
+def run(ctx: Ctx, cmd: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> str:
+    """Run a command, appending its output to the artifact's log; raise with the tail on failure."""
+    full_env = {**os.environ, **(env or {})}
+    if ctx.log:
+        ctx.log.write(f"\n$ {' '.join(cmd)}  (cwd={cwd or os.getcwd()})\n")
+        ctx.log.flush()
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, check=False)
+    if ctx.log:
+        ctx.log.write(proc.stdout + proc.stderr)
+        ctx.log.flush()
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-STATUS_TAIL_LINES:])
+        raise BuildError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}\n(full log: {ctx.log_path})")
+    return proc.stdout
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def install_file(ctx: Ctx, src: Path, rel: PurePosixPath, checksum_rel: PurePosixPath | None = None) -> None:
+    """Copy a built file into the mirror's files/ tree atomically, with its checksum file."""
+    dest = ctx.layout.files / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.chmod(0o755 if os.access(src, os.X_OK) else 0o644)
+    os.replace(tmp, dest)
+    digest = sha256_file(dest)
+    record(ctx, dest, digest)
+    if checksum_rel is not None:
+        sumfile = ctx.layout.files / checksum_rel
+        sumfile.write_text(checksum_line(digest, dest.name), encoding="utf-8")
+        sumfile.chmod(0o644)
+        record(ctx, sumfile, sha256_file(sumfile))
+
+
+def record(ctx: Ctx, path: Path, digest: str, **extra: str) -> None:
+    rel = path.relative_to(ctx.layout.mirror).as_posix()
+    ctx.outputs.append({"path": rel, "sha256": digest, "size": path.stat().st_size, **extra})
+
+
+def write_tar_gz(dest: Path, members: Sequence[tuple[str, Path | None]], mtime: int) -> None:
+    """A reproducible tarball: fixed mtime and owner; `None` as source makes a directory entry."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with (
+        tmp.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
+    ):
+        for arcname, src in members:
+            info = tarfile.TarInfo(arcname)
+            info.mtime = mtime
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            if src is None:
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                tar.addfile(info)
+                continue
+            info.size = src.stat().st_size
+            info.mode = 0o755 if os.access(src, os.X_OK) else 0o644
+            with src.open("rb") as fh:
+                tar.addfile(info, fh)
+    os.replace(tmp, dest)
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    path: str
+    version: str
+    dir: Path
+    gomod: Path
+    time: str  # the commit time the proxy reports; used as the reproducible build date
+
+    @property
+    def epoch(self) -> int:
+        return int(datetime.fromisoformat(self.time.replace("Z", "+00:00")).timestamp())
+
+
+def go_download(ctx: Ctx, module: str, version: str) -> ModuleInfo:
+    """Fetch one module zip through the proxy (cached in GOMODCACHE)."""
+    workdir = ctx.layout.build / "go"
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = run(ctx, ["go", "mod", "download", "-json", f"{module}@{version}"], cwd=workdir, env={"GO111MODULE": "on"})
+    data = json.loads(out)
+    if data.get("Error"):
+        raise BuildError(f"the Go module proxy does not serve {module}@{version}: {data['Error']}")
+    info = json.loads(Path(data["Info"]).read_text(encoding="utf-8"))
+    return ModuleInfo(module, version, Path(data["Dir"]), Path(data["GoMod"]), str(info["Time"]))
+
+
+def local_replaces(ctx: Ctx, gomod: Path) -> list[str]:
+    """Module paths an upstream go.mod replaces with a directory of its own repository."""
+    data = json.loads(run(ctx, ["go", "mod", "edit", "-json", str(gomod)]))
+    out: list[str] = []
+    for rep in data.get("Replace") or []:
+        old, new = rep["Old"]["Path"], rep["New"]["Path"]
+        if not new.startswith(("./", "../")):
+            # A wrapper silently dropping this would build other dependency versions than upstream.
+            raise BuildError(f"{gomod} replaces {old} with {new}; teach lab/mirror/build.py to copy that line")
+        out.append(old)
+    return out
+
+
+def prepare_wrapper(ctx: Ctx, name: str, gomod: str, packages: Sequence[str]) -> Path:
+    """A wrapper module in build/go/<name>; `go mod tidy` only when its inputs changed."""
+    wdir = ctx.layout.build / "go" / name
+    wdir.mkdir(parents=True, exist_ok=True)
+    inputs = gomod + tools_go(packages)
+    marker = wdir / ".inputs.sha256"
+    digest = hashlib.sha256(inputs.encode()).hexdigest()
+    if marker.is_file() and marker.read_text().strip() == digest and (wdir / "go.sum").is_file():
+        return wdir
+    marker.unlink(missing_ok=True)
+    (wdir / "go.mod").write_text(gomod, encoding="utf-8")
+    (wdir / "tools.go").write_text(tools_go(packages), encoding="utf-8")
+    (wdir / "go.sum").unlink(missing_ok=True)
+    run(ctx, ["go", "mod", "tidy"], cwd=wdir)
+    marker.write_text(digest + "\n", encoding="utf-8")
+    return wdir
+
+
+def go_build(
+    ctx: Ctx,
+    wdir: Path,
+    packages: Sequence[str],
+    out: Path,
+    *,
+    ldflags: Sequence[str] = (),
+    tags: Sequence[str] = (),
+    cgo: bool = False,
+    static_cgo: bool = False,
+) -> None:
+    """One `go build` of several packages (shares compile work) into `out` (a dir when several)."""
+    flags = ["-s", "-w", *ldflags]
+    if static_cgo:
+        flags.append("-extldflags=-static")
+    cmd = ["go", "build", "-trimpath", "-ldflags", " ".join(flags)]
+    if tags:
+        cmd += ["-tags", " ".join(tags)]
+    cmd += ["-o", f"{out}/" if len(packages) > 1 else str(out), *packages]
+    env = {"CGO_ENABLED": "1" if cgo else "0", "GOOS": "linux", "GOARCH": ARCH, "GOFLAGS": "-buildvcs=false"}
+    run(ctx, cmd, cwd=wdir, env=env)
+
+
+def fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def go_version() -> str:
+    try:
+        return subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise BuildError("the `go` command is missing: install Go (see README.md) and rerun") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Builders, one per artifact.
+# --------------------------------------------------------------------------------------------
+
+K8S_NODE_CMDS = ("kubeadm", "kubelet", "kubectl")
+K8S_CP_CMDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
+K8S_ALL_CMDS = K8S_NODE_CMDS + K8S_CP_CMDS
+
+
+def kubernetes_wrapper(ctx: Ctx) -> tuple[Path, ModuleInfo]:
+    """One wrapper for every Kubernetes command, so node and control-plane share one tidy."""
+    version = pin(ctx.versions, "kubernetes_version")
+    info = go_download(ctx, "k8s.io/kubernetes", f"v{version}")
+    staging = k8s_staging_version(version)
+    replaces = [(mod, staging) for mod in local_replaces(ctx, info.gomod)]
+    gomod = wrapper_gomod("homelab.lab/mirror/kubernetes", [("k8s.io/kubernetes", f"v{version}")], replaces)
+    pkgs = [f"k8s.io/kubernetes/cmd/{c}" for c in K8S_ALL_CMDS]
+    return prepare_wrapper(ctx, f"kubernetes-v{version}", gomod, pkgs), info
+
+
+def build_kubernetes(ctx: Ctx, cmds: Sequence[str]) -> None:
+    version = pin(ctx.versions, "kubernetes_version")
+    wdir, info = kubernetes_wrapper(ctx)
+    out = fresh_dir(ctx.layout.build / "out" / f"kubernetes-{'-'.join(cmds)}")
+    pkgs = [f"k8s.io/kubernetes/cmd/{c}" for c in cmds]
+    go_build(ctx, wdir, pkgs, out, ldflags=k8s_ldflags(version, info.time))
+    for cmd in cmds:
+        rel = k8s_binary_path(version, cmd)
+        install_file(ctx, out / cmd, rel, checksum_path(rel))
+
+
+def build_crictl(ctx: Ctx) -> None:
+    version = pin(ctx.versions, "crictl_version")
+    info = go_download(ctx, "sigs.k8s.io/cri-tools", f"v{version}")
+    pkg = "sigs.k8s.io/cri-tools/cmd/crictl"
+    gomod = wrapper_gomod("homelab.lab/mirror/crictl", [(info.path, info.version)], [])
+    wdir = prepare_wrapper(ctx, f"crictl-v{version}", gomod, [pkg])
+    out = fresh_dir(ctx.layout.build / "out" / "crictl")
+    go_build(ctx, wdir, [pkg], out / "crictl", ldflags=[f"-X sigs.k8s.io/cri-tools/pkg/version.Version=v{version}"])
+    rel = crictl_tarball_path(version)
+    write_tar_gz(out / rel.name, [("crictl", out / "crictl")], info.epoch)
+    install_file(ctx, out / rel.name, rel, checksum_path(rel))
+
+
+def build_containerd(ctx: Ctx) -> None:
+    version = pin(ctx.versions, "containerd_version")
+    mod = "github.com/containerd/containerd/v2"
+    info = go_download(ctx, mod, f"v{version}")
+    cmds = ("containerd", "containerd-shim-runc-v2", "ctr")
+    pkgs = [f"{mod}/cmd/{c}" for c in cmds]
+    gomod = wrapper_gomod("homelab.lab/mirror/containerd", [(mod, info.version)], [])
+    wdir = prepare_wrapper(ctx, f"containerd-v{version}", gomod, pkgs)
+    out = fresh_dir(ctx.layout.build / "out" / "containerd")
+    bindir = out / "bin"
+    bindir.mkdir()
+    ldflags = [f"-X {mod}/version.Version=v{version}", f"-X {mod}/version.Package={mod}"]
+    # Tags as upstream's static release build; btrfs needs cgo headers we do not want.
+    go_build(ctx, wdir, pkgs, bindir, ldflags=ldflags, tags=["no_btrfs", "urfave_cli_no_docs", "osusergo", "netgo"])
+    rel = containerd_tarball_path(version)
+    members: list[tuple[str, Path | None]] = [("bin/", None)] + [(f"bin/{c}", bindir / c) for c in cmds]
+    write_tar_gz(out / rel.name, members, info.epoch)
+    install_file(ctx, out / rel.name, rel, checksum_path(rel, ".sha256sum"))
+
+
+def build_runc(ctx: Ctx) -> None:
+    version = pin(ctx.versions, "runc_version")
+    mod = "github.com/opencontainers/runc"
+    if not Path("/usr/include/seccomp.h").is_file():
+        raise BuildError("runc needs libseccomp headers: apt-get install -y libseccomp-dev gcc pkg-config")
+    info = go_download(ctx, mod, f"v{version}")
+    gomod = wrapper_gomod("homelab.lab/mirror/runc", [(mod, info.version)], [])
+    wdir = prepare_wrapper(ctx, f"runc-v{version}", gomod, [mod])
+    out = fresh_dir(ctx.layout.build / "out" / "runc")
+    # Upstream's `make static` tags minus `libpathrs` (a Rust library Debian 12 does not ship);
+    # the version comes from the embedded VERSION file.
+    tags = ["seccomp", "urfave_cli_no_docs", "netgo", "osusergo"]
+    go_build(ctx, wdir, [mod], out / "runc", tags=tags, cgo=True, static_cgo=True)
+    rel = runc_binary_path(version)
+    install_file(ctx, out / "runc", rel)
+    # runc's checksum file is one per release, named runc.sha256sum, listing `<sum>  runc.<arch>`.
+    install_file_checksum_only(ctx, rel, runc_checksum_path(version))
+
+
+def install_file_checksum_only(ctx: Ctx, rel: PurePosixPath, checksum_rel: PurePosixPath) -> None:
+    dest = ctx.layout.files / rel
+    sumfile = ctx.layout.files / checksum_rel
+    sumfile.write_text(checksum_line(sha256_file(dest), dest.name), encoding="utf-8")
+    sumfile.chmod(0o644)
+    record(ctx, sumfile, sha256_file(sumfile))
+
+
+def build_cni_plugins(ctx: Ctx) -> None:
+    version = pin(ctx.versions, "cni_plugins_version")
+    mod = "github.com/containernetworking/plugins"
+    info = go_download(ctx, mod, f"v{version}")
+    # As upstream's build_linux.sh: every plugin dir under meta/main/ipam except Windows ones.
+    plugin_dirs = sorted(
+        d
+        for kind in ("main", "ipam", "meta")
+        for d in (info.dir / "plugins" / kind).iterdir()
+        if d.is_dir() and d.name != "windows"
+    )
+    pkgs = [f"{mod}/{d.relative_to(info.dir).as_posix()}" for d in plugin_dirs]
+    gomod = wrapper_gomod("homelab.lab/mirror/cni-plugins", [(mod, info.version)], [])
+    wdir = prepare_wrapper(ctx, f"cni-plugins-v{version}", gomod, pkgs)
+    out = fresh_dir(ctx.layout.build / "out" / "cni-plugins")
+    bindir = fresh_dir(out / "bin")
+    ldflags = [f"-X {mod}/pkg/utils/buildversion.BuildVersion=v{version}"]
+    go_build(ctx, wdir, pkgs, bindir, ldflags=ldflags)
+    members: list[tuple[str, Path | None]] = [("./", None)]
+    members += [(f"./{d.name}", bindir / d.name) for d in plugin_dirs]
+    members += [(f"./{doc}", info.dir / doc) for doc in ("LICENSE", "README.md") if (info.dir / doc).is_file()]
+    rel = cni_tarball_path(version)
+    write_tar_gz(out / rel.name, sorted(members), info.epoch)
+    install_file(ctx, out / rel.name, rel, checksum_path(rel))
+
+
+# --------------------------------------------------------------------------------------------
+# Control-plane images and tools.
+# --------------------------------------------------------------------------------------------
+
+LAB_DIR = REPO / "lab"
+
+
+def ensure_docker(ctx: Ctx) -> None:
+    """A running engine: lab/docker_engine.py when the repo has it, else dockerd in the background."""
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0:
+        return
+    helper = LAB_DIR / "docker_engine.py"
+    if helper.is_file():
+        run(ctx, [sys.executable, str(helper)])
+        return
+    if shutil.which("dockerd") is None:
+        raise BuildError("no docker engine: run `make docker` (or apt-get install docker.io) and rerun")
+    with open("/var/log/dockerd.log", "ab") as log:
+        subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0:
+            return
+        time.sleep(1)
+    raise BuildError("dockerd did not answer within 60 s; see /var/log/dockerd.log")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """A base-less image: (built file, path in the image) pairs plus its entrypoint/user."""
+
+    ref: str
+    files: tuple[tuple[Path, str], ...]
+    entrypoint: tuple[str, ...] = ()
+    user: str = ""
+
+
+def build_image(ctx: Ctx, spec: ImageSpec) -> None:
+    """`docker build` FROM scratch, then `docker save` into mirror/images/<name>_<tag>.tar."""
+    ensure_docker(ctx)
+    tar_name = image_tar_name(spec.ref)
+    context = fresh_dir(ctx.layout.build / "images" / tar_name.removesuffix(".tar"))
+    copies = []
+    for src, dest in spec.files:
+        shutil.copy2(src, context / src.name)
+        copies.append((src.name, dest))
+    (context / "Dockerfile").write_text(dockerfile(copies, spec.entrypoint, spec.user), encoding="utf-8")
+    # The legacy builder: Debian's engine has no buildx plugin, and FROM scratch needs nothing else.
+    run(ctx, ["docker", "build", "--tag", spec.ref, str(context)], env={"DOCKER_BUILDKIT": "0"})
+    ctx.layout.images.mkdir(parents=True, exist_ok=True)
+    dest = ctx.layout.images / tar_name
+    tmp = dest.with_name(f".{tar_name}.tmp")
+    run(ctx, ["docker", "save", "--output", str(tmp), spec.ref])
+    tmp.chmod(0o644)
+    os.replace(tmp, dest)
+    record(ctx, dest, sha256_file(dest), image=spec.ref)
+
+
+def build_kubernetes_control_plane(ctx: Ctx) -> None:
+    version = pin(ctx.versions, "kubernetes_version")
+    build_kubernetes(ctx, K8S_CP_CMDS)
+    for cmd in K8S_CP_CMDS:
+        binary = ctx.layout.files / k8s_binary_path(version, cmd)
+        ref = f"registry.k8s.io/{cmd}:v{version}"
+        build_image(ctx, ImageSpec(ref, ((binary, f"/usr/local/bin/{cmd}"),)))
+
+
+ETCD_MODULES = ("go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/etcdctl/v3", "go.etcd.io/etcd/etcdutl/v3")
+
+
+def build_etcd(ctx: Ctx) -> None:
+    version = pin(ctx.versions, "etcd_version")
+    infos: list[ModuleInfo] = []
+    for mod in ETCD_MODULES:
+        try:
+            infos.append(go_download(ctx, mod, f"v{version}"))
+        except BuildError:
+            if mod == ETCD_MODULES[0]:
+                raise
+            say(f"etcd {version}: {mod} is not served by the Go module proxy; image goes without it")
+    # Each etcd module replaces its siblings with `../`; all of them are released at the same tag.
+    siblings = {m for info in infos for m in local_replaces(ctx, info.gomod)}
+    requires = [(i.path, i.version) for i in infos]
+    replaces = [(m, f"v{version}") for m in sorted(siblings)]
+    gomod = wrapper_gomod("homelab.lab/mirror/etcd", requires, replaces)
+    wdir = prepare_wrapper(ctx, f"etcd-v{version}", gomod, [i.path for i in infos])
+    out = fresh_dir(ctx.layout.build / "out" / "etcd")
+    go_build(ctx, wdir, [i.path for i in infos], out)
+    # `go build` names a `.../server/v3` binary after `server`; upstream ships it as `etcd`.
+    (out / "server").rename(out / "etcd")
+    names = ["etcd"] + [i.path.split("/")[-2] for i in infos[1:]]
+    files = tuple((out / n, f"/usr/local/bin/{n}") for n in names)
+    build_image(ctx, ImageSpec(f"registry.k8s.io/etcd:{version}-0", files))
+
+
+def build_pause(ctx: Ctx) -> None:
+    version = pin(ctx.versions, "pause_version")
+    k8s = pin(ctx.versions, "kubernetes_version")
+    info = go_download(ctx, "k8s.io/kubernetes", f"v{k8s}")
+    source = info.dir / "build" / "pause" / "linux" / "pause.c"
+    if not source.is_file():
+        raise BuildError(f"{source} is missing from the k8s.io/kubernetes v{k8s} module zip")
+    out = fresh_dir(ctx.layout.build / "out" / "pause")
+    # CFLAGS of build/pause/Makefile; REV there is the Kubernetes tag it was built from.
+    run(
+        ctx,
+        [
+            "gcc",
+            "-Os",
+            "-Wall",
+            "-Werror",
+            "-static",
+            f"-DVERSION=v{version}-v{k8s}",
+            "-o",
+            str(out / "pause"),
+            str(source),
+        ],
+    )
+    run(ctx, ["strip", str(out / "pause")])
+    spec = ImageSpec(f"registry.k8s.io/pause:{version}", ((out / "pause", "/pause"),), ("/pause",), "65535:65535")
+    build_image(ctx, spec)
+
+
+def build_coredns(ctx: Ctx) -> None:
+    version = pin(ctx.versions, "coredns_version")
+    mod = "github.com/coredns/coredns"
+    info = go_download(ctx, mod, f"v{version}")
+    gomod = wrapper_gomod("homelab.lab/mirror/coredns", [(mod, info.version)], [])
+    wdir = prepare_wrapper(ctx, f"coredns-v{version}", gomod, [mod])
+    out = fresh_dir(ctx.layout.build / "out" / "coredns")
+    go_build(ctx, wdir, [mod], out / "coredns", ldflags=[f"-X {mod}/coremain.GitCommit=v{version}"])
+    # No USER: upstream runs as nonroot with a file capability to bind :53, which a scratch
+    # image built without a build stage cannot set; kubeadm's Deployment adds NET_BIND_SERVICE.
+    spec = ImageSpec(f"registry.k8s.io/coredns/coredns:v{version}", ((out / "coredns", "/coredns"),), ("/coredns",))
+    build_image(ctx, spec)
+
+
+def build_helm(ctx: Ctx) -> None:
+    version = pin(ctx.versions, "helm_version")
+    mod = "helm.sh/helm/v3"
+    info = go_download(ctx, mod, f"v{version}")
+    pkg = f"{mod}/cmd/helm"
+    gomod = wrapper_gomod("homelab.lab/mirror/helm", [(mod, info.version)], [])
+    wdir = prepare_wrapper(ctx, f"helm-v{version}", gomod, [pkg])
+    # As helm's Makefile: the client-go minor it was built with is the Kubernetes version `helm lint` assumes.
+    client_go = run(ctx, ["go", "list", "-m", "-f", "{{.Version}}", "k8s.io/client-go"], cwd=wdir).strip()
+    k8s_minor = client_go.removeprefix("v0.").split(".")[0]
+    ldflags = [
+        f"-X {mod}/internal/version.version=v{version}",
+        f"-X {mod}/internal/version.gitTreeState=clean",
+        f"-X {mod}/pkg/lint/rules.k8sVersionMajor=1",
+        f"-X {mod}/pkg/lint/rules.k8sVersionMinor={k8s_minor}",
+        f"-X {mod}/pkg/chartutil.k8sVersionMajor=1",
+        f"-X {mod}/pkg/chartutil.k8sVersionMinor={k8s_minor}",
+    ]
+    out = fresh_dir(ctx.layout.build / "out" / "helm")
+    go_build(ctx, wdir, [pkg], out / "helm", ldflags=ldflags)
+    members: list[tuple[str, Path | None]] = [("linux-amd64/", None), ("linux-amd64/helm", out / "helm")]
+    members += [(f"linux-amd64/{d}", info.dir / d) for d in ("LICENSE", "README.md") if (info.dir / d).is_file()]
+    rel = helm_tarball_path(version)
+    write_tar_gz(out / rel.name, members, info.epoch)
+    install_file(ctx, out / rel.name, rel, checksum_path(rel, ".sha256sum"))
+
+
+# --------------------------------------------------------------------------------------------
+# Artifacts and the run loop.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    group: str
+    version: str
+    recipe: Mapping[str, Any]
+    build: Callable[[Ctx], None]
+
+    @property
+    def recipe_hash(self) -> str:
+        return recipe_hash({"revision": RECIPE_REVISION, "version": self.version, **self.recipe})
+
+
+def artifacts(versions: Mapping[str, str], gover: str) -> list[Artifact]:
+    """Every artifact in build order; node first because the node tests need it soonest."""
+    k8s = pin(versions, "kubernetes_version")
+    base = {"go": gover, "arch": ARCH}
+    return [
+        Artifact(
+            "kubernetes-node",
+            "node",
+            k8s,
+            {**base, "cmds": K8S_NODE_CMDS, "ldflags": k8s_ldflags(k8s, "<module time>")},
+            lambda c: build_kubernetes(c, K8S_NODE_CMDS),
+        ),
+        Artifact(
+            "containerd",
+            "node",
+            pin(versions, "containerd_version"),
+            {**base, "tags": "no_btrfs urfave_cli_no_docs osusergo netgo", "layout": "bin/"},
+            build_containerd,
+        ),
+        Artifact(
+            "runc",
+            "node",
+            pin(versions, "runc_version"),
+            {**base, "tags": "seccomp urfave_cli_no_docs netgo osusergo", "static": True},
+            build_runc,
+        ),
+        Artifact(
+            "cni-plugins",
+            "node",
+            pin(versions, "cni_plugins_version"),
+            {**base, "layout": "flat ./"},
+            build_cni_plugins,
+        ),
+        Artifact("crictl", "node", pin(versions, "crictl_version"), {**base, "layout": "crictl"}, build_crictl),
+        Artifact(
+            "kubernetes-control-plane",
+            "control-plane",
+            k8s,
+            {
+                **base,
+                "cmds": K8S_CP_CMDS,
+                "ldflags": k8s_ldflags(k8s, "<module time>"),
+                "image": "scratch /usr/local/bin",
+            },
+            build_kubernetes_control_plane,
+        ),
+        Artifact(
+            "etcd",
+            "control-plane",
+            pin(versions, "etcd_version"),
+            {**base, "modules": ETCD_MODULES, "image": "scratch /usr/local/bin, tag -0"},
+            build_etcd,
+        ),
+        Artifact(
+            "pause",
+            "control-plane",
+            pin(versions, "pause_version"),
+            {"kubernetes": k8s, "cc": "gcc -Os -Wall -Werror -static", "image": "scratch /pause user 65535"},
+            build_pause,
+        ),
+        Artifact(
+            "coredns",
+            "control-plane",
+            pin(versions, "coredns_version"),
+            {**base, "image": "scratch /coredns, root"},
+            build_coredns,
+        ),
+        Artifact("helm", "tools", pin(versions, "helm_version"), {**base, "layout": "linux-amd64/"}, build_helm),
+    ]
+
+
+def select(all_artifacts: Sequence[Artifact], only: Sequence[str]) -> list[Artifact]:
+    return [a for a in all_artifacts if not only or a.group in only]
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """One build.py at a time per cache: two runs would race on the same outputs."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another build.py run (lock {lock_path})")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def build_one(layout: Layout, versions: Mapping[str, str], art: Artifact, force: bool) -> None:
+    stamp_path = layout.stamps / f"{art.name}.json"
+    rhash = art.recipe_hash
+    if not force and stamp_is_current(load_stamp(stamp_path), art.version, rhash, layout.mirror):
+        say(f"{art.name} {art.version}: up to date")
+        return
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    log_path = layout.logs / f"{art.name}.log"
+    say(f"{art.name} {art.version}: building (log {log_path})")
+    start = time.monotonic()
+    with log_path.open("w", encoding="utf-8") as log:
+        ctx = Ctx(layout, versions, log, log_path)
+        art.build(ctx)
+    seconds = time.monotonic() - start
+    stamp_path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = make_stamp(art.name, art.version, rhash, ctx.outputs, seconds)
+    stamp_path.write_text(json.dumps(stamp | {"group": art.group}, indent=2) + "\n", encoding="utf-8")
+    say(f"{art.name} {art.version}: built in {seconds:.1f} s")
+
+
+def write_manifest(layout: Layout, known: Sequence[Artifact]) -> None:
+    """List every artifact with current outputs in mirror/manifest.json (all groups ever built)."""
+    entries = []
+    for art in known:
+        stamp = load_stamp(layout.stamps / f"{art.name}.json")
+        if stamp and stamp_is_current(stamp, art.version, art.recipe_hash, layout.mirror):
+            entries.append(
+                {
+                    "name": art.name,
+                    "group": art.group,
+                    "version": art.version,
+                    "recipe_hash": art.recipe_hash,
+                    "build_seconds": stamp.get("build_seconds"),
+                    "outputs": stamp["outputs"],
+                }
+            )
+    doc = {"generator": "lab/mirror/build.py", "arch": ARCH, "artifacts": entries}
+    layout.mirror.mkdir(parents=True, exist_ok=True)
+    tmp = layout.manifest.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, layout.manifest)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--only", nargs="+", choices=GROUPS, default=[], metavar="GROUP", help=f"groups: {', '.join(GROUPS)}"
+    )
+    parser.add_argument("--force", action="store_true", help="rebuild even when the stamp matches")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    layout = Layout(cache_root(os.environ))
+    try:
+        versions = read_versions()
+        known = artifacts(versions, go_version())
+        chosen = select(known, args.only)
+        with exclusive(layout.build / ".lock"):
+            for art in chosen:
+                try:
+                    build_one(layout, versions, art, args.force)
+                except BuildError as exc:
+                    raise BuildError(f"{art.name} {art.version} failed: {exc}") from exc
+            write_manifest(layout, known)
+    except BuildError as exc:
+        say(f"FAILED: {exc}")
+        return 1
+    say(f"done in {time.monotonic() - started:.1f} s; mirror at {layout.mirror}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

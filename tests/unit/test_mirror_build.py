@@ -1,0 +1,254 @@
+"""Unit tests for the pure parts of lab/mirror/build.py: pins, upstream layout, recipes and stamps."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tarfile
+from pathlib import Path
+from types import ModuleType
+
+import jinja2
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DOWNLOADS = REPO / "roles/cluster_defaults/defaults/main/downloads.yml"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("mirror_build", REPO / "lab/mirror/build.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mirror_build"] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+mb = _load()
+
+
+# --- versions -----------------------------------------------------------------------------
+
+
+def test_read_versions_reads_the_real_pins() -> None:
+    versions = mb.read_versions()
+    for key in ("kubernetes_version", "etcd_version", "containerd_version", "runc_version", "helm_version"):
+        assert versions[key].count(".") == 2, key
+
+
+def test_read_versions_keeps_only_version_keys_as_strings(tmp_path: Path) -> None:
+    path = tmp_path / "versions.yml"
+    path.write_text("kubernetes_version: 1.37.2\nother: x\ndownload_checksums: {}\nfoo_version: 3\n")
+    assert mb.read_versions(path) == {"kubernetes_version": "1.37.2", "foo_version": "3"}
+
+
+@pytest.mark.parametrize("content", ["- a\n- b\n", "just text\n"])
+def test_read_versions_rejects_non_mapping(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "versions.yml"
+    path.write_text(content)
+    with pytest.raises(mb.BuildError, match="not a YAML mapping"):
+        mb.read_versions(path)
+
+
+def test_read_versions_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(mb.BuildError, match="cannot read"):
+        mb.read_versions(tmp_path / "nope.yml")
+
+
+def test_pin_strips_v_and_names_the_file_when_missing() -> None:
+    assert mb.pin({"a_version": "v1.2.3"}, "a_version") == "1.2.3"
+    with pytest.raises(mb.BuildError, match=r"versions\.yml"):
+        mb.pin({}, "b_version")
+
+
+def test_cache_root() -> None:
+    assert mb.cache_root({"HOMELAB_CACHE": "/x/y"}) == Path("/x/y")
+    assert mb.cache_root({}) == Path.home() / ".cache" / "homelab-bootstrap"
+
+
+# --- upstream layout ------------------------------------------------------------------------
+
+
+def _render_download_urls(versions: dict[str, str]) -> dict[str, str]:
+    """The role's URL templates rendered with an empty prefix: the path under the mirror root."""
+    data = yaml.safe_load(DOWNLOADS.read_text())
+    context = {**versions, "download_url_prefix": "", "node_arch": "amd64"}
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    return {k: env.from_string(v).render(context) for k, v in data.items() if k.endswith("_download_url")}
+
+
+def test_layout_matches_the_roles_download_urls() -> None:
+    versions = mb.read_versions()
+    urls = _render_download_urls(versions)
+    v = {k: mb.pin(versions, k) for k in versions}
+    assert urls["kubernetes_download_url"] + "/kubeadm" == str(mb.k8s_binary_path(v["kubernetes_version"], "kubeadm"))
+    assert urls["containerd_download_url"] == str(mb.containerd_tarball_path(v["containerd_version"]))
+    assert urls["runc_download_url"] == str(mb.runc_binary_path(v["runc_version"]))
+    assert urls["cni_plugins_download_url"] == str(mb.cni_tarball_path(v["cni_plugins_version"]))
+    assert urls["crictl_download_url"] == str(mb.crictl_tarball_path(v["crictl_version"]))
+    assert urls["helm_download_url"] == str(mb.helm_tarball_path(v["helm_version"]))
+
+
+def test_layout_paths() -> None:
+    assert str(mb.k8s_binary_path("1.37.2", "kubelet")) == "dl.k8s.io/release/v1.37.2/bin/linux/amd64/kubelet"
+    assert (
+        str(mb.containerd_tarball_path("2.4.2"))
+        == "github.com/containerd/containerd/releases/download/v2.4.2/containerd-2.4.2-linux-amd64.tar.gz"
+    )
+    assert (
+        str(mb.runc_checksum_path("1.5.2")) == "github.com/opencontainers/runc/releases/download/v1.5.2/runc.sha256sum"
+    )
+    assert str(mb.helm_tarball_path("3.22.0", "arm64")) == "get.helm.sh/helm-v3.22.0-linux-arm64.tar.gz"
+
+
+def test_checksum_files() -> None:
+    rel = mb.crictl_tarball_path("1.37.0")
+    assert mb.checksum_path(rel).name == "crictl-v1.37.0-linux-amd64.tar.gz.sha256"
+    assert mb.checksum_path(rel, ".sha256sum").name == "crictl-v1.37.0-linux-amd64.tar.gz.sha256sum"
+    assert mb.checksum_line("ab" * 32, "kubeadm") == f"{'ab' * 32}  kubeadm\n"
+
+
+@pytest.mark.parametrize(
+    ("ref", "name"),
+    [
+        ("registry.k8s.io/kube-apiserver:v1.37.2", "kube-apiserver_v1.37.2.tar"),
+        ("registry.k8s.io/coredns/coredns:v1.14.6", "coredns_v1.14.6.tar"),
+        ("registry.k8s.io/etcd:3.7.3-0", "etcd_3.7.3-0.tar"),
+        ("localhost:5000/pause:3.10.2", "pause_3.10.2.tar"),
+    ],
+)
+def test_image_tar_name(ref: str, name: str) -> None:
+    assert mb.image_tar_name(ref) == name
+
+
+def test_image_tar_name_needs_a_tag() -> None:
+    with pytest.raises(ValueError, match="without a tag"):
+        mb.image_tar_name("localhost:5000/pause")
+
+
+# --- Kubernetes specifics -------------------------------------------------------------------
+
+
+def test_k8s_staging_version() -> None:
+    assert mb.k8s_staging_version("1.37.2") == "v0.37.2"
+    with pytest.raises(mb.BuildError):
+        mb.k8s_staging_version("2.0.0")
+
+
+def test_k8s_ldflags_stamp_both_version_packages() -> None:
+    flags = mb.k8s_ldflags("1.37.2", "2026-01-01T00:00:00Z")
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        assert f"-X {pkg}.gitVersion=v1.37.2" in flags
+        assert f"-X {pkg}.gitMajor=1" in flags
+        assert f"-X {pkg}.gitMinor=37" in flags
+        assert f"-X {pkg}.gitTreeState=clean" in flags
+        assert f"-X {pkg}.buildDate=2026-01-01T00:00:00Z" in flags
+
+
+# --- recipes and stamps ---------------------------------------------------------------------
+
+
+def test_recipe_hash_is_order_insensitive_and_content_sensitive() -> None:
+    assert mb.recipe_hash({"a": 1, "b": [1, 2]}) == mb.recipe_hash({"b": [1, 2], "a": 1})
+    assert mb.recipe_hash({"a": 1}) != mb.recipe_hash({"a": 2})
+
+
+def _stamped(tmp_path: Path, content: bytes = b"binary") -> dict[str, object]:
+    out = tmp_path / "files" / "x" / "kubeadm"
+    out.parent.mkdir(parents=True)
+    out.write_bytes(content)
+    outputs = [{"path": "files/x/kubeadm", "sha256": "0" * 64, "size": len(content)}]
+    return mb.make_stamp("kubernetes-node", "1.37.2", "h1", outputs, 12.34)
+
+
+def test_stamp_current(tmp_path: Path) -> None:
+    stamp = _stamped(tmp_path)
+    assert stamp["build_seconds"] == 12.3
+    assert mb.stamp_is_current(stamp, "1.37.2", "h1", tmp_path)
+
+
+@pytest.mark.parametrize(("version", "rhash"), [("1.37.3", "h1"), ("1.37.2", "h2")])
+def test_stamp_stale_on_version_or_recipe_change(tmp_path: Path, version: str, rhash: str) -> None:
+    assert not mb.stamp_is_current(_stamped(tmp_path), version, rhash, tmp_path)
+
+
+def test_stamp_stale_when_output_missing_or_changed(tmp_path: Path) -> None:
+    stamp = _stamped(tmp_path)
+    target = tmp_path / "files/x/kubeadm"
+    target.write_bytes(b"truncated")
+    assert not mb.stamp_is_current(stamp, "1.37.2", "h1", tmp_path)
+    target.unlink()
+    assert not mb.stamp_is_current(stamp, "1.37.2", "h1", tmp_path)
+
+
+def test_stamp_absent_or_broken(tmp_path: Path) -> None:
+    assert not mb.stamp_is_current(None, "1.37.2", "h1", tmp_path)
+    assert not mb.stamp_is_current({"version": "1.37.2", "recipe_hash": "h1", "outputs": []}, "1.37.2", "h1", tmp_path)
+    broken = tmp_path / "s.json"
+    broken.write_text("{not json")
+    assert mb.load_stamp(broken) is None
+    assert mb.load_stamp(tmp_path / "missing.json") is None
+
+
+def test_artifacts_node_group_first_and_unique() -> None:
+    arts = mb.artifacts(mb.read_versions(), "go1.26.8")
+    names = [a.name for a in arts]
+    assert len(names) == len(set(names))
+    groups = [a.group for a in arts]
+    assert groups == sorted(groups, key=mb.GROUPS.index)
+    assert {a.name for a in mb.select(arts, ["tools"])} == {"helm"}
+    assert mb.select(arts, []) == arts
+
+
+def test_artifact_recipe_hash_follows_the_go_version() -> None:
+    versions = mb.read_versions()
+    one = {a.name: a.recipe_hash for a in mb.artifacts(versions, "go1.26.8")}
+    again = {a.name: a.recipe_hash for a in mb.artifacts(versions, "go1.26.8")}
+    other = {a.name: a.recipe_hash for a in mb.artifacts(versions, "go1.27.0")}
+    assert one == again
+    assert one["kubernetes-node"] != other["kubernetes-node"]
+
+
+# --- generated files ------------------------------------------------------------------------
+
+
+def test_wrapper_gomod_pins_local_replaces() -> None:
+    text = mb.wrapper_gomod("example/w", [("k8s.io/kubernetes", "v1.37.2")], [("k8s.io/api", "v0.37.2")])
+    assert "module example/w\n" in text
+    assert "\tk8s.io/kubernetes v1.37.2\n" in text
+    assert "\tk8s.io/api => k8s.io/api v0.37.2\n" in text
+    assert "replace" not in mb.wrapper_gomod("example/w", [("a.b/c", "v1.0.0")], [])
+
+
+def test_tools_go_imports_sorted_under_build_tag() -> None:
+    text = mb.tools_go(["b.c/d", "a.b/c"])
+    assert text.startswith("//go:build tools\n")
+    assert text.index('"a.b/c"') < text.index('"b.c/d"')
+
+
+def test_dockerfile() -> None:
+    text = mb.dockerfile([("pause", "/pause")], ["/pause"], "65535:65535")
+    assert text.splitlines() == [
+        "FROM scratch",
+        "ENV PATH=/usr/local/bin",
+        "COPY pause /pause",
+        "USER 65535:65535",
+        'ENTRYPOINT ["/pause"]',
+    ]
+    assert "USER" not in mb.dockerfile([("etcd", "/usr/local/bin/etcd")])
+
+
+def test_write_tar_gz_is_reproducible(tmp_path: Path) -> None:
+    src = tmp_path / "ctr"
+    src.write_bytes(b"\x7fELF")
+    src.chmod(0o755)
+    members = [("bin/", None), ("bin/ctr", src)]
+    one, two = tmp_path / "a.tar.gz", tmp_path / "b.tar.gz"
+    mb.write_tar_gz(one, members, 1_700_000_000)
+    mb.write_tar_gz(two, members, 1_700_000_000)
+    assert one.read_bytes() == two.read_bytes()
+    with tarfile.open(one) as tar:
+        assert tar.getnames() == ["bin", "bin/ctr"]
+        ctr = tar.getmember("bin/ctr")
+        assert (ctr.mode, ctr.uid, ctr.mtime) == (0o755, 0, 1_700_000_000)
