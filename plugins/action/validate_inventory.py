@@ -46,7 +46,6 @@ class ActionModule(ActionBase):
             hostvars[host] = collected
         problems.extend(validate(groups, hostvars, schema))
         result["changed"] = False
-        result["problems"] = problems
         result["hosts"] = len(groups.get("k8s_cluster", []))
         if problems:
             result["failed"] = True
@@ -55,5 +54,6 @@ class ActionModule(ActionBase):
                 + "\n".join(f"  - {p}" for p in problems)
             )
         else:
+            result["problems"] = []
             result["msg"] = f"Inventory valid: {result['hosts']} nodes."
         return result

@@ -128,6 +128,14 @@ def _is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
+def _type_name(value: Any) -> str:
+    """YAML-level type name (Ansible wraps values in tagged subclasses of the builtins)."""
+    for kind in (bool, int, float, str, dict, list):
+        if isinstance(value, kind):
+            return kind.__name__
+    return type(value).__name__
+
+
 def _check_type(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:
     """Check one value against its argument spec; return the problem or None."""
     if _is_template(value):
@@ -148,7 +156,7 @@ def _check_type(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:
         if not isinstance(value, types):
             if wanted == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
                 return f"{name} must be a string: quote it (\"{value}\")"
-            return f"{name} must be of type {wanted}, got {type(value).__name__}"
+            return f"{name} must be of type {wanted}, got {_type_name(value)}"
     choices = spec.get("choices")
     if choices and value not in choices:
         return f"{name} is {value!r}; choose one of: {', '.join(map(str, choices))}"
@@ -423,9 +431,10 @@ def _check_networks(settings: Mapping[str, Any], ips: Mapping[str, IPAddress], e
         for name, net in (("cluster_pod_cidr", pod_net), ("cluster_service_cidr", svc_net)):
             if net is not None and _range_overlaps_net(first, last, net):
                 errors.append(f"metallb_pool range {text} overlaps {name} {net}")
-        for host, ip in sorted(ips.items()):
-            if ip.version == first.version and first <= ip <= last:
-                errors.append(f"metallb_pool range {text} contains node IP {ip} of {host}: shrink the pool")
+        inside = sorted((ip, host) for host, ip in ips.items() if ip.version == first.version and first <= ip <= last)
+        if inside:
+            listed = ", ".join(f"{ip} ({host})" for ip, host in inside)
+            errors.append(f"metallb_pool range {text} contains node IPs {listed}: shrink the pool")
     for i, (text_a, first_a, last_a) in enumerate(pool):
         for text_b, first_b, last_b in pool[i + 1 :]:
             if first_a.version == first_b.version and not (last_a < first_b or last_b < first_a):
@@ -536,11 +545,12 @@ def _check_site(settings: Mapping[str, Any], errors: list[str]) -> None:
         for key in sorted(set(exports) - {"media", "backup"}):
             errors.append(f"unknown export '{key}' in nas_exports: only media and backup are used")
     url = settings.get("gitops_repo_url")
-    if url and not _is_template(url) and not GIT_URL_RE.match(str(url)):
+    with_credentials = isinstance(url, str) and re.match(r"^\w+://[^/@]*:[^/@]*@", url)
+    if url and not with_credentials and not _is_template(url) and not GIT_URL_RE.match(str(url)):
         errors.append(
             f"gitops_repo_url '{url}' is not a Git URL: use https://host/path.git, ssh://... or git@host:path"
         )
-    if url and isinstance(url, str) and re.match(r"^\w+://[^/@]*:[^/@]*@", url):
+    if with_credentials:
         errors.append(
             "gitops_repo_url contains credentials: remove them from the URL and reference them in "
             "homelab_secret_refs.gitops_repo_password"

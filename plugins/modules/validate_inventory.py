@@ -37,8 +37,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 problems:
-  description: One line per problem found; empty when the inventory is valid.
-  returned: always
+  description: Empty when the inventory is valid (problems are listed in msg on failure).
+  returned: success
   type: list
   elements: str
 hosts:

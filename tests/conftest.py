@@ -1,0 +1,45 @@
+# Shared pytest helpers: building inventories from the example plus a fixture's changes.
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_INVENTORY = REPO / "inventory" / "example"
+
+
+def _drop_hosts(node: Any, names: set[str]) -> None:
+    if isinstance(node, dict):
+        hosts = node.get("hosts")
+        if isinstance(hosts, dict):
+            for name in names:
+                hosts.pop(name, None)
+        for child in node.values():
+            _drop_hosts(child, names)
+
+
+def materialize(case: dict[str, Any], dest: Path) -> Path:
+    """Write the example inventory with a fixture's changes (hosts, vars, host_vars) to dest."""
+    shutil.copytree(EXAMPLE_INVENTORY, dest)
+    hosts = case.get("hosts") or yaml.safe_load((EXAMPLE_INVENTORY / "hosts.yml").read_text())
+    _drop_hosts(hosts, set(case.get("remove_hosts", [])))
+    (dest / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    if case.get("vars"):
+        # Loaded after the example's files in group_vars/all, so these values win.
+        (dest / "group_vars" / "all" / "zz_fixture.yml").write_text(yaml.safe_dump(case["vars"]))
+    for host, host_vars in (case.get("host_vars") or {}).items():
+        (dest / "host_vars").mkdir(exist_ok=True)
+        (dest / "host_vars" / f"{host}.yml").write_text(yaml.safe_dump(host_vars))
+    return dest
+
+
+@pytest.fixture
+def inventory_from(tmp_path: Path):  # noqa: ANN201 - pytest fixture factory
+    def build(case: dict[str, Any]) -> Path:
+        return materialize(case, tmp_path / "inventory")
+
+    return build
