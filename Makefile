@@ -73,3 +73,7 @@ test: lint syntax unit molecule ## Everything CI runs
 .PHONY: collection
 collection: venv ## Build the Ansible collection tarball
 	$(BIN)/ansible-galaxy collection build --force --output-path build .
+
+.PHONY: bench-preflight
+bench-preflight: venv ## Benchmark inventory validation on a generated 200-node inventory
+	$(BIN)/python tools/bench_preflight.py --nodes 200
