@@ -77,3 +77,11 @@ collection: venv ## Build the Ansible collection tarball
 .PHONY: bench-preflight
 bench-preflight: venv ## Benchmark inventory validation on a generated 200-node inventory
 	$(BIN)/python tools/bench_preflight.py --nodes 200
+
+.PHONY: lab
+lab: venv ## Create or converge the lab cluster (3 control planes + 2 workers) and run site.yml on it
+	$(BIN)/python lab/lab.py up
+
+.PHONY: lab-down
+lab-down: venv ## Remove the lab's node containers (mirror and caches stay)
+	$(BIN)/python lab/lab.py down
