@@ -145,13 +145,13 @@ http:
 """
 
 
-def mirror_dockerfile(base_id: str) -> str:
+def mirror_dockerfile() -> str:
     # Debian's docker-registry is the CNCF distribution registry. Its packaged config demands
     # htpasswd logins, so the image gets an open one: the lab network is private to this host.
     config_lines = " ".join(f"'{line}'" for line in REGISTRY_CONFIG.splitlines())
     return "\n".join(
         [
-            f"FROM {base_id}",
+            f"FROM {node_images.image_ref(BASE_FLAVOUR)}",
             "RUN apt-get update -q \\",
             " && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry \\",
             " && apt-get clean && rm -rf /var/lib/apt/lists/* \\",
@@ -165,15 +165,16 @@ def mirror_dockerfile(base_id: str) -> str:
 
 
 def ensure_mirror_image() -> None:
-    node_images.ensure_image(BASE_FLAVOUR, force=False)
-    base_id = node_images.image_id(node_images.image_ref(BASE_FLAVOUR)) or ""
-    dockerfile = mirror_dockerfile(base_id)
+    # Keyed by its own recipe only, not by the node image it starts from: a rebuilt node image
+    # must not restart the mirror under a running lab.
+    dockerfile = mirror_dockerfile()
     key = hashlib.sha256(dockerfile.encode()).hexdigest()[:16]
     current = docker(
         "image", "inspect", "--format", f'{{{{index .Config.Labels "{KEY_LABEL}"}}}}', MIRROR_IMAGE, check=False
     )
     if current.returncode == 0 and current.stdout.strip() == key:
         return
+    node_images.ensure_image(BASE_FLAVOUR, force=False)
     log(f"building {MIRROR_IMAGE} (apt-get install docker-registry)")
     previous = node_images.image_id(MIRROR_IMAGE)
     env = dict(os.environ, DOCKER_BUILDKIT="0")

@@ -89,10 +89,6 @@ done
 mount --make-rshared /
 # Each node needs its own machine-id (kubelet and journald key on it); the image ships it empty.
 [ -s /etc/machine-id ] || systemd-machine-id-setup >/dev/null
-# Host keys are per node too; the image ships none.
-if [ -x /usr/bin/ssh-keygen ] && ! ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1; then
-    ssh-keygen -A >/dev/null
-fi
 exec "$@"
 """
 
@@ -112,6 +108,15 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 APT_LEAN_CONF = """// Node container image: package lists stay compressed and without translations (~19 MB, not ~85 MB).
 Acquire::Languages "none";
 Acquire::GzipIndexes "true";
+"""
+
+# Host keys are per node, so the image ships none; sshd makes them on its first start. (Not in the
+# entrypoint: until it execs systemd, `systemctl` in the node fails, and RSA keys take seconds.)
+SSH_HOST_KEYS_DROPIN = """# Node image: host keys are made on each node's first start, never shipped in the image.
+[Service]
+ExecStartPre=
+ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=/usr/sbin/sshd -t
 """
 
 JOURNALD_CONF = """# Node container: /dev/kmsg is the host's ring buffer; reading it copies host logs into every node.
@@ -240,6 +245,7 @@ def customise(rootfs: Path, flavour: Flavour) -> None:
                 entry.unlink()
     write_file(rootfs / ENTRYPOINT_PATH.lstrip("/"), ENTRYPOINT, 0o755)
     write_file(rootfs / "etc/systemd/journald.conf.d/lab-node.conf", JOURNALD_CONF)
+    write_file(rootfs / "etc/systemd/system/ssh.service.d/lab-host-keys.conf", SSH_HOST_KEYS_DROPIN)
     mask_units(rootfs)
     # Identity is created per container by the entrypoint.
     (rootfs / "etc/machine-id").write_text("")
@@ -302,7 +308,7 @@ def rootfs_key(flavour: Flavour) -> str:
             "packages": PACKAGES,
             "masked": MASKED_UNITS,
             "mirrors": [DEBIAN_MIRROR, SECURITY_MIRROR],
-            "files": [ENTRYPOINT, APT_SOURCES, APT_LEAN_CONF, JOURNALD_CONF, DPKG_EXCLUDES],
+            "files": [ENTRYPOINT, APT_SOURCES, APT_LEAN_CONF, JOURNALD_CONF, DPKG_EXCLUDES, SSH_HOST_KEYS_DROPIN],
             "code": [inspect.getsource(f) for f in (build_rootfs_tarball, customise, mask_units, chroot, write_file)],
         },
         sort_keys=True,
