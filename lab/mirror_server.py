@@ -176,7 +176,6 @@ def ensure_mirror_image() -> None:
         return
     node_images.ensure_image(BASE_FLAVOUR, force=False)
     log(f"building {MIRROR_IMAGE} (apt-get install docker-registry)")
-    previous = node_images.image_id(MIRROR_IMAGE)
     env = dict(os.environ, DOCKER_BUILDKIT="0")
     result = subprocess.run(
         ["docker", "build", "--quiet", "--label", f"{KEY_LABEL}={key}", "--tag", MIRROR_IMAGE, "-"],
@@ -188,8 +187,6 @@ def ensure_mirror_image() -> None:
     )
     if result.returncode != 0:
         sys.exit(f"mirror_server: building {MIRROR_IMAGE} failed:\n{result.stdout}{result.stderr}")
-    if previous and previous != node_images.image_id(MIRROR_IMAGE):
-        docker("image", "rm", previous, check=False)
 
 
 # --- container -------------------------------------------------------------------------------
@@ -249,6 +246,8 @@ def ensure_container(settings: Settings, cache: Path) -> None:
     if state:
         log(f"replacing {settings.mirror_container} ({state['status']}, settings changed: {state['config'] != config})")
         docker("rm", "--force", settings.mirror_container)
+    # The mirror image this container replaced (if it was rebuilt) is unused now.
+    docker("image", "prune", "--force", f"--filter=label={KEY_LABEL}", check=False)
     log(f"starting {settings.mirror_container} at {settings.mirror_ipv4_address}")
     docker(
         "run", "--detach", f"--name={settings.mirror_container}", f"--label=io.homelab.mirror.config={config}", *args

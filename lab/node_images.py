@@ -370,11 +370,11 @@ def ensure_image(flavour: Flavour, force: bool) -> None:
                 stale.unlink()
     else:
         log(f"reusing {tarball}")
-    previous = image_id(ref)
     import_image(flavour, tarball, key)
-    if previous and previous != image_id(ref):
-        # The replaced image would linger untagged; containers still using it keep it alive anyway.
-        subprocess.run(["docker", "image", "rm", previous], capture_output=True, check=False)
+    # Replaced builds linger untagged; this removes those no container uses any more (only ours:
+    # the label is on node images and the mirror image built on them).
+    prune = ["docker", "image", "prune", "--force", f"--filter=label={KEY_LABEL}"]
+    subprocess.run(prune, capture_output=True, check=False)
     log(f"{ref} built in {time.monotonic() - started:.0f} s (key {key})")
 
 
