@@ -63,8 +63,12 @@ node-images: docker ## Build the Debian node images (debootstrap, cached)
 mirror: docker venv ## Build the offline mirror from source (cached by version)
 	$(BIN)/python lab/mirror/build.py
 
+.PHONY: mirror-up
+mirror-up: node-images mirror ## Serve the mirror on the lab network (172.30.0.2)
+	$(PYTHON) lab/mirror_server.py start
+
 .PHONY: molecule
-molecule: venv node-images mirror ## Run every molecule scenario
+molecule: venv node-images mirror-up ## Run every molecule scenario
 	for s in molecule/*/molecule.yml; do s=$${s#molecule/}; $(BIN)/molecule test -s "$${s%/molecule.yml}"; done
 
 .PHONY: test
