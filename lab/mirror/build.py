@@ -437,7 +437,7 @@ def go_version() -> str:
     try:
         return subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise BuildError("the `go` command is missing: install Go (see README.md) and rerun") from exc
+        raise BuildError("the `go` command is not on PATH; the mirror is built with Go (/usr/local/go/bin)") from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -841,6 +841,9 @@ def build_one(layout: Layout, versions: Mapping[str, str], art: Artifact, force:
         ctx = Ctx(layout, versions, log, log_path)
         art.build(ctx)
     seconds = time.monotonic() - start
+    # Intermediate binaries and image contexts are copies of what is now in the mirror.
+    for scratch in ("out", "images"):
+        shutil.rmtree(layout.build / scratch, ignore_errors=True)
     stamp_path.parent.mkdir(parents=True, exist_ok=True)
     stamp = make_stamp(art.name, art.version, rhash, ctx.outputs, seconds)
     stamp_path.write_text(json.dumps(stamp | {"group": art.group}, indent=2) + "\n", encoding="utf-8")
