@@ -34,9 +34,7 @@ def generate(dest: Path, nodes: int) -> Path:
     hosts = {
         "all": {
             "children": {
-                "k8s_cluster": {
-                    "children": {"control_plane": {"hosts": control}, "workers": {"hosts": workers}}
-                }
+                "k8s_cluster": {"children": {"control_plane": {"hosts": control}, "workers": {"hosts": workers}}}
             }
         }
     }

@@ -8,6 +8,7 @@ from typing import Any
 
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
+
 from ansible_collections.homelab.bootstrap.plugins.module_utils.inventory_validation import (
     load_schema,
     user_settings,
@@ -49,9 +50,8 @@ class ActionModule(ActionBase):
         result["hosts"] = len(groups.get("k8s_cluster", []))
         if problems:
             result["failed"] = True
-            result["msg"] = (
-                f"The inventory has {len(problems)} problem(s); nothing was touched. Fix:\n"
-                + "\n".join(f"  - {p}" for p in problems)
+            result["msg"] = f"The inventory has {len(problems)} problem(s); nothing was touched. Fix:\n" + "\n".join(
+                f"  - {p}" for p in problems
             )
         else:
             result["problems"] = []

@@ -37,9 +37,7 @@ REQUIRED_SECRET_REFS: dict[str, tuple[str, ...]] = {
 }
 OPTIONAL_SECRET_REFS = ("gitops_repo_password", "gitops_repo_ssh_key")
 SECRET_REF_RE = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:/\S+)$")
-SECRET_NAME_RE = re.compile(
-    r"(password|passwd|secret|token|api_?key|private_?key|cert(ificate)?_key)", re.I
-)
+SECRET_NAME_RE = re.compile(r"(password|passwd|secret|token|api_?key|private_?key|cert(ificate)?_key)", re.I)
 
 # Settings that describe one node; everything else from cluster_defaults is cluster-wide and
 # must be identical on every host.
@@ -103,9 +101,7 @@ def load_schema(roles_dir: Path) -> Schema:
                 options.setdefault(name, spec)
                 if role.name == "cluster_defaults":
                     cluster_options.add(name)
-        for defaults_file in sorted(role.glob("defaults/main*.yml")) + sorted(
-            role.glob("defaults/main/*.yml")
-        ):
+        for defaults_file in sorted(role.glob("defaults/main*.yml")) + sorted(role.glob("defaults/main/*.yml")):
             defaults.update(yaml.safe_load(defaults_file.read_text(encoding="utf-8")) or {})
     return Schema(options, defaults, frozenset(cluster_options - PER_NODE_SETTINGS))
 
@@ -155,7 +151,7 @@ def _check_type(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:
             return f"{name} must be an integer, not {value!r}"
         if not isinstance(value, types):
             if wanted == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                return f"{name} must be a string: quote it (\"{value}\")"
+                return f'{name} must be a string: quote it ("{value}")'
             return f"{name} must be of type {wanted}, got {_type_name(value)}"
     choices = spec.get("choices")
     if choices and value not in choices:
@@ -255,9 +251,7 @@ def _check_groups(groups: Mapping[str, list[str]], errors: list[str]) -> None:
         )
     stray = sorted(cluster - set(control_planes) - set(groups.get("workers", [])))
     if stray:
-        errors.append(
-            f"hosts {', '.join(stray)} are in k8s_cluster but neither in control_plane nor workers"
-        )
+        errors.append(f"hosts {', '.join(stray)} are in k8s_cluster but neither in control_plane nor workers")
 
 
 def _check_names(hosts: Iterable[str], errors: list[str]) -> None:
@@ -274,9 +268,7 @@ def _check_names(hosts: Iterable[str], errors: list[str]) -> None:
         seen[key] = host
 
 
-def _check_unknown(
-    hosts_settings: Mapping[str, Mapping[str, Any]], schema: Schema, errors: list[str]
-) -> None:
+def _check_unknown(hosts_settings: Mapping[str, Mapping[str, Any]], schema: Schema, errors: list[str]) -> None:
     """Misspelled or unknown settings, and secrets written inline into the inventory."""
     unknown: dict[str, list[str]] = {}
     inline_secrets: dict[str, list[str]] = {}
@@ -292,7 +284,7 @@ def _check_unknown(
         errors.append(
             f"{name} looks like a secret value in the inventory ({_hosts_text(where, hosts_settings)}): "
             "remove it and reference the secret instead in homelab_secret_refs "
-            "(\"env:VARIABLE\" or \"file:/path\")"
+            '("env:VARIABLE" or "file:/path")'
         )
     for name, where in sorted(unknown.items()):
         errors.append(
@@ -308,9 +300,7 @@ def _hosts_text(where: list[str], all_hosts: Mapping[str, Any]) -> str:
     return f"set for {shown}"
 
 
-def _check_types(
-    hosts_settings: Mapping[str, Mapping[str, Any]], schema: Schema, errors: list[str]
-) -> None:
+def _check_types(hosts_settings: Mapping[str, Mapping[str, Any]], schema: Schema, errors: list[str]) -> None:
     reported: set[str] = set()
     for host, settings in hosts_settings.items():
         for name, value in settings.items():
@@ -413,9 +403,7 @@ def _check_networks(settings: Mapping[str, Any], ips: Mapping[str, IPAddress], e
     mask = settings.get("cluster_node_pod_mask")
     if pod_net is not None and isinstance(mask, int) and not isinstance(mask, bool):
         if mask <= pod_net.prefixlen or mask > pod_net.max_prefixlen:
-            errors.append(
-                f"cluster_node_pod_mask /{mask} must be longer than cluster_pod_cidr's /{pod_net.prefixlen}"
-            )
+            errors.append(f"cluster_node_pod_mask /{mask} must be longer than cluster_pod_cidr's /{pod_net.prefixlen}")
         elif 2 ** (mask - pod_net.prefixlen) < len(ips):
             errors.append(
                 f"cluster_pod_cidr {pod_net} holds only {2 ** (mask - pod_net.prefixlen)} node subnets of "
@@ -461,7 +449,9 @@ def _check_vip(
             errors.append(f"cluster_api_vip {vip} is the node IP of {host}: choose an unused address")
     if node_net is not None:
         if vip not in node_net:
-            errors.append(f"cluster_api_vip {vip} is outside cluster_node_cidr {node_net}: VRRP needs it on the node subnet")
+            errors.append(
+                f"cluster_api_vip {vip} is outside cluster_node_cidr {node_net}: VRRP needs it on the node subnet"
+            )
         elif vip in (node_net.network_address, node_net.broadcast_address) and node_net.prefixlen < 31:
             errors.append(f"cluster_api_vip {vip} is the network or broadcast address of {node_net}")
     for text, first, last in pool:
@@ -509,15 +499,15 @@ def _check_secrets(settings: Mapping[str, Any], errors: list[str]) -> None:
         elif not isinstance(ref, str) or not SECRET_REF_RE.match(ref):
             # Never echo the value: it may be the secret itself.
             errors.append(
-                f"homelab_secret_refs.{name} is not a reference: write \"env:VARIABLE\" or "
-                "\"file:/absolute/path\" and keep the secret itself out of the inventory"
+                f'homelab_secret_refs.{name} is not a reference: write "env:VARIABLE" or '
+                '"file:/absolute/path" and keep the secret itself out of the inventory'
             )
     for name, components in REQUIRED_SECRET_REFS.items():
         users = [c for c in components if _enabled(settings, c)]
         if users and not refs.get(name):
             errors.append(
                 f"homelab_secret_refs.{name} is required by {', '.join(users)}: reference where the "
-                "secret comes from (\"env:VARIABLE\" or \"file:/path\"), or disable the component"
+                'secret comes from ("env:VARIABLE" or "file:/path"), or disable the component'
             )
 
 
@@ -571,7 +561,7 @@ def _check_node_labels(hosts_settings: Mapping[str, Mapping[str, Any]], errors: 
                 if not isinstance(value, str) or not LABEL_VALUE_RE.match(value):
                     errors.append(
                         f"host {host}: node label {key}={value!r} needs a string value of at most 63 "
-                        "characters (quote \"true\")"
+                        'characters (quote "true")'
                     )
         taints = settings.get("node_taints", [])
         if isinstance(taints, list):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ansible_collections.homelab.bootstrap.plugins.filter.homelab import duplicates, listening_ports, port_conflicts
 
 SS = """LISTEN 0 4096 *:6443 *:* users:(("kube-apiserver",pid=812,fd=3))

@@ -5,12 +5,12 @@ import copy
 from typing import Any
 
 import pytest
+
 from ansible_collections.homelab.bootstrap.plugins.module_utils.inventory_validation import (
     load_schema,
     user_settings,
     validate,
 )
-
 from tests.conftest import REPO
 
 SCHEMA = load_schema(REPO / "roles")

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import ansible_collections
 import pytest
 import yaml
 from ansible.utils.version import SemanticVersion
 
+import ansible_collections
 from tests.conftest import REPO
 
 REQUIREMENTS = yaml.safe_load((REPO / "collections" / "requirements.yml").read_text())["collections"]
@@ -34,8 +34,8 @@ def satisfies(version: str, spec: str) -> bool:
         "!=": lambda a, b: a != b,
     }
     have = SemanticVersion(version)
-    for clause in spec.split(","):
-        clause = clause.strip()
+    for raw_clause in spec.split(","):
+        clause = raw_clause.strip()
         op = next(o for o in (">=", "<=", "==", "!=", ">", "<") if clause.startswith(o))
         if not ops[op](have, SemanticVersion(clause[len(op) :].strip())):
             return False
