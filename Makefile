@@ -45,7 +45,7 @@ syntax: venv ## Syntax-check every playbook
 
 .PHONY: unit
 unit: venv ## pytest unit tests and the inventory rejection suite
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q tests/unit
 
 .PHONY: preflight
 preflight: venv ## Validate the example inventory (no SSH)
@@ -71,8 +71,12 @@ mirror-up: node-images mirror ## Serve the mirror on the lab network (172.30.0.2
 molecule: venv node-images mirror-up ## Run every molecule scenario
 	for s in molecule/*/molecule.yml; do s=$${s#molecule/}; $(BIN)/molecule test -s "$${s%/molecule.yml}"; done
 
+.PHONY: e2e
+e2e: venv node-images mirror-up ## End-to-end: fresh lab cluster, then what a user checks (HA, VIP failover, rerun, add a node)
+	$(BIN)/pytest -v -s tests/e2e
+
 .PHONY: test
-test: lint syntax unit molecule ## Everything CI runs
+test: lint syntax unit molecule e2e ## Everything CI runs
 
 .PHONY: collection
 collection: venv ## Build the Ansible collection tarball
