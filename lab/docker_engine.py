@@ -78,11 +78,31 @@ def wait_for_engine(proc: subprocess.Popen[bytes] | None, timeout: float) -> Non
     sys.exit(f"docker_engine: dockerd did not answer `docker info` within {timeout:.0f} s; see {DOCKERD_LOG}")
 
 
+# Every node container's systemd, journald and containerd take inotify instances from root's one
+# budget on the host (the kernel does not namespace it); at the kernel default of 128 a few
+# nodes exhaust it and containerd starts without its CRI plugin ("too many open files").
+HOST_INOTIFY_MINIMUMS = {
+    "fs/inotify/max_user_instances": 8192,
+    "fs/inotify/max_user_watches": 1048576,
+}
+
+
+def raise_host_limits() -> None:
+    """Raise (never lower) the host kernel limits that many node containers share."""
+    for name, minimum in HOST_INOTIFY_MINIMUMS.items():
+        path = Path("/proc/sys") / name
+        current = int(path.read_text().split()[0])
+        if current < minimum:
+            path.write_text(f"{minimum}\n")
+            print(f"docker_engine: raised {name.replace('/', '.')} from {current} to {minimum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for dockerd")
     args = parser.parse_args(argv)
 
+    raise_host_limits()
     if engine_answers():
         print("docker_engine: engine already running")
         return 0
