@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 LAB_DIR = Path(__file__).resolve().parent
 REPO = LAB_DIR.parent
 INVENTORY = REPO / "inventory" / "lab"
@@ -106,7 +108,11 @@ def platforms(nodes: list[Node]) -> list[dict[str, object]]:
 
 
 def create_nodes(nodes: list[Node]) -> None:
-    extra = json.dumps({"lab_platforms": platforms(nodes)})
+    # The API's DNS name resolves on the nodes as it would through the user's DNS (docker rewrites
+    # /etc/hosts on every container start, so it is declared with the container).
+    settings = yaml.safe_load((INVENTORY / "group_vars" / "all" / "cluster.yml").read_text())
+    etc_hosts = {settings["cluster_api_dns_name"]: settings["cluster_api_vip"]}
+    extra = json.dumps({"lab_platforms": platforms(nodes), "lab_etc_hosts": etc_hosts})
     run([str(VENV_BIN / "ansible-playbook"), str(LAB_DIR / "playbooks" / "create.yml"), "-e", extra], cwd=REPO)
 
 

@@ -37,7 +37,11 @@ class ActionModule(ActionBase):
         for host in groups.get("k8s_cluster", []):
             host_view = hostvars_proxy[host]
             collected: dict[str, Any] = {}
+            # Facts from the fact cache (a rerun) show up as host variables too; they are not settings.
+            facts = set(host_view["ansible_facts"]) if "ansible_facts" in host_view else set()
             for name in user_settings(dict.fromkeys(host_view.keys())):
+                if name in facts:
+                    continue
                 try:
                     collected[name] = host_view[name]
                 except AnsibleError as exc:

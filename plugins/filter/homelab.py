@@ -7,6 +7,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ansible_collections.homelab.bootstrap.plugins.module_utils.inventory_validation import node_address
+
 _USERS_RE = re.compile(r'\("([^"]+)",pid=\d+')
 
 
@@ -52,11 +54,17 @@ def port_conflicts(ss_output: str, wanted: Iterable[Mapping[str, Any]]) -> list[
     return problems
 
 
+def node_addresses(hosts: Iterable[str], hostvars: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Cluster addresses of `hosts` in order (node_ip, else ansible_host, else the name)."""
+    return [node_address(host, hostvars[host]) for host in hosts]
+
+
 class FilterModule:
     """homelab.bootstrap filters."""
 
     def filters(self) -> dict[str, Any]:
         return {
             "duplicates": duplicates,
+            "node_addresses": node_addresses,
             "port_conflicts": port_conflicts,
         }

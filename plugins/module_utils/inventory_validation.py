@@ -106,6 +106,19 @@ def load_schema(roles_dir: Path) -> Schema:
     return Schema(options, defaults, frozenset(cluster_options - PER_NODE_SETTINGS))
 
 
+def node_address(host: str, host_vars: Mapping[str, Any]) -> str:
+    """A node's cluster address: node_ip, else ansible_host, else its inventory name.
+
+    The one place this fallback lives: other hosts' role defaults are not visible through
+    hostvars, so roles that need every control plane's address use the node_addresses filter.
+    """
+    for name in ("node_ip", "ansible_host"):
+        value = host_vars.get(name)
+        if value:
+            return str(value)
+    return host
+
+
 def user_settings(host_vars: Mapping[str, Any]) -> dict[str, Any]:
     """Drop what Ansible adds (magic and connection variables) from a host's variables."""
     return {
@@ -247,7 +260,7 @@ def _check_groups(groups: Mapping[str, list[str]], errors: list[str]) -> None:
     if both:
         errors.append(
             f"hosts {', '.join(both)} are in both control_plane and workers: list each node in "
-            "one of them (control planes can run workloads by removing their taint via node_taints)"
+            "one of them (control planes run workloads too with kubeadm_control_plane_taints: [])"
         )
     stray = sorted(cluster - set(control_planes) - set(groups.get("workers", [])))
     if stray:
@@ -357,7 +370,7 @@ def _node_ips(
 ) -> dict[str, IPAddress]:
     ips: dict[str, IPAddress] = {}
     for host in hosts_settings:
-        value = hosts_settings[host].get("node_ip", raw_hostvars[host].get("ansible_host", host))
+        value = node_address(host, {**raw_hostvars[host], **hosts_settings[host]})
         if _is_template(value):
             continue
         try:
