@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 import subprocess
 import time
@@ -9,7 +10,7 @@ import time
 import pytest
 from kubernetes import client, config
 
-from tests.e2e.conftest import CACHE, VIP, VIP_PORT, LabRun, https_ok, kubectl, lab_up, node_exec
+from tests.e2e.conftest import CACHE, LOGS, VIP, VIP_PORT, LabRun, https_ok, kubectl, lab_up, node_exec
 
 CONTROL_PLANES = ["cp1", "cp2", "cp3"]
 WORKERS = ["worker1", "worker2"]
@@ -142,3 +143,23 @@ def test_adding_a_worker_changes_nothing_else(first_run: LabRun, new_worker: str
     assert new_worker in nodes()
     others = {host: n for host, n in grown.changed.items() if host != new_worker}
     assert not any(others.values()), others
+
+
+# A bootstrap token (kubeadm's [a-z0-9]{6}.[a-z0-9]{16}) or certificate key on a command line.
+TOKEN_RE = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
+CERT_KEY_RE = re.compile(r"certificate[-_]key[\"'=:\s]+[0-9a-f]{64}", re.I)
+
+
+def test_no_join_secret_in_logs_or_config(first_run: LabRun) -> None:
+    """Join tokens and certificate keys appear neither in the playbook output nor on disk."""
+    for name in ("first-run", "second-run", "add-worker"):
+        log = LOGS / f"{name}.log"
+        if log.exists():
+            text = log.read_text()
+            assert not TOKEN_RE.search(text), f"{name}: bootstrap token in the output"
+            assert not CERT_KEY_RE.search(text), f"{name}: certificate key in the output"
+    for node in CONTROL_PLANES + WORKERS:
+        leftovers = node_exec(node, "sh", "-c", "grep -rlE 'token: *[a-z0-9]{6}\\.' /etc/kubernetes || true")
+        assert not leftovers.strip(), f"{node}: files with a bootstrap token: {leftovers}"
+        journal = node_exec(node, "journalctl", "--no-pager", "-o", "cat")
+        assert not TOKEN_RE.search(journal), f"{node}: bootstrap token in the journal"
