@@ -185,13 +185,21 @@ def existing_nodes() -> list[str]:
     return sorted(name for name in out.stdout.split() if name.startswith(("cp", "worker")))
 
 
+def versions() -> dict[str, str]:
+    return yaml.safe_load((REPO / "roles/cluster_defaults/defaults/main/versions.yml").read_text())
+
+
 def summary(nodes: list[Node]) -> None:
     print()
     print("Lab cluster")
     print(f"  inventory: {INVENTORY.relative_to(REPO)} (hosts.yml written for this topology)")
     for node in nodes:
         print(f"  {node.name:<9} {node.group:<14} {node.address}")
-    print("  API endpoint: see cluster_api_vip / cluster_api_port in inventory/lab/group_vars/all/lab.yml")
+    settings = yaml.safe_load((INVENTORY / "group_vars" / "all" / "cluster.yml").read_text())
+    print(f"  API endpoint: https://{settings['cluster_api_vip']}:{settings['cluster_api_port']} (VIP)")
+    kubectl = CACHE / "mirror/files/dl.k8s.io/release" / f"v{versions()['kubernetes_version']}/bin/linux/amd64/kubectl"
+    print(f"  kubeconfig:   {STATE / 'admin.conf'}")
+    print(f"  kubectl:      KUBECONFIG={STATE / 'admin.conf'} {kubectl} get nodes")
     print(f"  shell on a node: docker exec -it {nodes[0].name} bash   (or: ssh -i {SSH_KEY} root@{nodes[0].address})")
     print("  rerun: make lab   remove: make lab-down")
 
