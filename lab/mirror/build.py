@@ -504,11 +504,27 @@ def build_containerd(ctx: Ctx) -> None:
     install_file(ctx, out / rel.name, rel, checksum_path(rel, ".sha256sum"))
 
 
+def ensure_debian_packages(marker: Path, packages: list[str], why: str) -> None:
+    """Install build dependencies from Debian's packages when `marker` is missing (fresh machines)."""
+    if marker.is_file():
+        return
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        raise BuildError(f"{why} needs {', '.join(packages)}: install them (apt-get install -y {' '.join(packages)})")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", *packages]
+    print(f"mirror: installing {' '.join(packages)} for {why}", flush=True)
+    if subprocess.run(install, env=env, check=False, capture_output=True).returncode != 0:
+        # Package lists may be missing or stale on a fresh machine.
+        subprocess.run(["apt-get", "update", "-q"], env=env, check=True, capture_output=True)
+        subprocess.run(install, env=env, check=True, capture_output=True)
+    if not marker.is_file():
+        raise BuildError(f"{why}: installed {' '.join(packages)} but {marker} is still missing")
+
+
 def build_runc(ctx: Ctx) -> None:
     version = pin(ctx.versions, "runc_version")
     mod = "github.com/opencontainers/runc"
-    if not Path("/usr/include/seccomp.h").is_file():
-        raise BuildError("runc needs libseccomp headers: apt-get install -y libseccomp-dev gcc pkg-config")
+    ensure_debian_packages(Path("/usr/include/seccomp.h"), ["libseccomp-dev", "gcc", "pkg-config"], "runc")
     info = go_download(ctx, mod, f"v{version}")
     gomod = wrapper_gomod("homelab.lab/mirror/runc", [(mod, info.version)], [])
     wdir = prepare_wrapper(ctx, f"runc-v{version}", gomod, [mod])
