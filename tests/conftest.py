@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def materialize(case: dict[str, Any], dest: Path) -> Path:
 
 
 @pytest.fixture
-def inventory_from(tmp_path: Path):  # noqa: ANN201 - pytest fixture factory
+def inventory_from(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
     def build(case: dict[str, Any]) -> Path:
         return materialize(case, tmp_path / "inventory")
 

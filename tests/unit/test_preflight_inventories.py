@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -45,13 +46,13 @@ def test_example_inventory_passes() -> None:
 
 
 @pytest.mark.parametrize("fixture", VALID, ids=[f.stem for f in VALID])
-def test_valid_inventory_accepted(fixture: Path, inventory_from) -> None:  # noqa: ANN001
+def test_valid_inventory_accepted(fixture: Path, inventory_from: Callable[[dict], Path]) -> None:
     result = run_preflight(inventory_from(yaml.safe_load(fixture.read_text())))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("fixture", INVALID, ids=[f.stem for f in INVALID])
-def test_invalid_inventory_rejected_with_its_message(fixture: Path, inventory_from) -> None:  # noqa: ANN001
+def test_invalid_inventory_rejected_with_its_message(fixture: Path, inventory_from: Callable[[dict], Path]) -> None:
     case = yaml.safe_load(fixture.read_text())
     result = run_preflight(inventory_from(case))
     output = result.stdout + result.stderr
