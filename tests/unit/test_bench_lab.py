@@ -1,0 +1,73 @@
+"""Unit tests for the pure parts of tools/bench_lab.py: recap parsing, download URLs, join secrets."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULTS = REPO / "roles/cluster_defaults/defaults/main"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_lab", REPO / "tools/bench_lab.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_lab"] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+bl = _load()
+
+RECAPS = """
+PLAY RECAP *********************************************************************
+cp1                        : ok=10   changed=3    unreachable=0    failed=0    skipped=2    rescued=0    ignored=0
+worker1                    : ok=4    changed=0    unreachable=0    failed=0    skipped=1    rescued=0    ignored=0
+
+PLAY RECAP *********************************************************************
+cp1                        : ok=5    changed=1    unreachable=0    failed=1    skipped=0    rescued=0    ignored=0
+"""
+
+
+def test_recaps_of_several_plays_are_summed_per_host() -> None:
+    recap = bl.parse_recap(RECAPS)
+    assert recap["cp1"] == {"ok": 15, "changed": 4, "unreachable": 0, "failed": 1, "skipped": 2}
+    assert recap["worker1"]["changed"] == 0
+
+
+def test_download_urls_follow_the_mirror_layout_of_downloads_yml() -> None:
+    versions = yaml.safe_load((DEFAULTS / "versions.yml").read_text())
+    urls = bl.download_urls((DEFAULTS / "downloads.yml").read_text(), versions, "http://m:8080/", "amd64")
+    k8s = versions["kubernetes_version"]
+    assert urls["kubernetes"] == f"http://m:8080/dl.k8s.io/release/v{k8s}/bin/linux/amd64"
+    assert urls["runc"].endswith(f"/opencontainers/runc/releases/download/v{versions['runc_version']}/runc.amd64")
+    assert {"containerd", "cni_plugins", "crictl"} <= urls.keys()
+
+
+def test_join_secrets_come_from_the_init_output() -> None:
+    output = (
+        "You can now join any number of control-plane nodes running the following command on each as root:\n\n"
+        "  kubeadm join k8s-api:8443 --token abcdef.0123456789abcdef \\\n"
+        "\t--discovery-token-ca-cert-hash sha256:1234 \\\n"
+        "\t--control-plane --certificate-key 9f8e\n"
+    )
+    assert bl.parse_join_secrets(output) == ("abcdef.0123456789abcdef", "sha256:1234", "9f8e")
+
+
+def test_join_config_is_control_plane_only_with_a_certificate_key() -> None:
+    worker = yaml.safe_load(bl.join_config("w1", "10.0.0.1", token="t", ca_hash="h", cert_key=None, api="a:1"))
+    plane = yaml.safe_load(bl.join_config("cp2", "10.0.0.2", token="t", ca_hash="h", cert_key="k", api="a:1"))
+    assert "controlPlane" not in worker
+    assert plane["controlPlane"]["certificateKey"] == "k"
+    assert plane["controlPlane"]["localAPIEndpoint"]["advertiseAddress"] == "10.0.0.2"
+
+
+def test_table_aligns_columns() -> None:
+    lines = bl.table([("a", "1", "x", "yes"), ("longer", "22", "", "")]).splitlines()
+    assert lines[2].index("1") == lines[3].index("22") == lines[0].index("seconds")
+    assert set(lines[1]) == {"-", " "}
