@@ -254,6 +254,7 @@ def prepare_script(urls: dict[str, str], control_plane: bool) -> str:
         "export DEBIAN_FRONTEND=noninteractive",
         "apt-get update -q >/dev/null",
         f"apt-get install -y -q --no-install-recommends {packages} >/dev/null",
+        "tar -C / -xf /root/rendered.tar",
         # The checksum file holds `<sum>  <name>` lines or a bare sum.
         'fetch() { curl -fsSLo "$3" "$1"; '
         'sum=$(curl -fsSL "$2" | awk -v f="${1##*/}" \'NF==1 || $2==f || $2=="*"f {print $1; exit}\'); '
@@ -318,7 +319,8 @@ def baseline(nodes: dict[str, str], files: dict[str, bytes], logs: Path) -> Run:
     start = time.monotonic()
 
     def prepare(name: str) -> None:
-        ssh(nodes[name], "tar -C / -xf -", files[name])
+        # Unpacked after the packages: dpkg stops at a conffile prompt when haproxy.cfg is already there.
+        ssh(nodes[name], "cat > /root/rendered.tar", files[name])
         ssh(nodes[name], "bash -c " + shlex.quote(prepare_script(urls, name in CONTROL_PLANES)))
 
     parallel(prepare, nodes)
@@ -356,55 +358,8 @@ def baseline(nodes: dict[str, str], files: dict[str, bytes], logs: Path) -> Run:
     return Run("baseline", seconds, 0, 0, phases=phases)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--grow-to", type=int, default=5, help="add workers one by one up to this many (default 5: 5, 6, 7 nodes)"
-    )
-    parser.add_argument("--keep", action="store_true", help="leave the baseline cluster up at the end")
-    parser.add_argument(
-        "--baseline-only",
-        type=Path,
-        metavar="LOGS_DIR",
-        help="only (d), with the rendered files an earlier run saved in LOGS_DIR/rendered (for debugging)",
-    )
-    args = parser.parse_args()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = CACHE / "bench"
-    logs = out_dir / f"lab-{stamp}-logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    runs: list[Run] = []
-    started = time.monotonic()
-
-    lab("down")
-    all_hosts = [*CONTROL_PLANES, *(f"worker{i}" for i in range(1, args.grow_to + 1))]
-    forget_cached_facts(all_hosts)
-    first_nodes = {**CONTROL_PLANES, "worker1": worker_address(1), "worker2": worker_address(2)}
-    try:
-        if args.baseline_only:
-            files = {name: (args.baseline_only / "rendered" / f"{name}.tar").read_bytes() for name in first_nodes}
-        else:
-            create_nodes(2)
-            runs.append(site("full", logs, 5))
-            runs.append(site("noop", logs, 5))
-            files = capture_rendered_files(first_nodes)
-            (logs / "rendered").mkdir()
-            for name, data in files.items():
-                (logs / "rendered" / f"{name}.tar").write_bytes(data)
-            for count in range(3, args.grow_to + 1):
-                create_nodes(count)
-                runs.append(site(f"add-worker{count}", logs, 3 + count - 1))
-            lab("down")
-        create_nodes(2)
-        runs.append(baseline(first_nodes, files, logs))
-    finally:
-        # The lab stays down afterwards (also after a failure) unless asked otherwise.
-        if not args.keep:
-            lab("down")
-
-    if args.baseline_only:
-        print(f"(d) {runs[0].seconds:.0f} s, phases {runs[0].phases}")
-        return
+def report(runs: list[Run], stamp: str, logs: Path, path: Path, total_seconds: float) -> None:
+    """Print the table of figures, ratios and targets and save everything as JSON at path."""
     by_name = {run.name: run for run in runs}
     full, noop, base = by_name["full"], by_name["noop"], by_name["baseline"]
     adds = [run for run in runs if run.name.startswith("add-")]
@@ -443,10 +398,9 @@ def main() -> None:
         "ratios": {"full_over_baseline": full_ratio, "add_growth_last_over_first": growth},
         "noop_changed_hosts": noop_changed,
         "add_changed_other_hosts": add_changed_elsewhere,
-        "total_seconds": time.monotonic() - started,
+        "total_seconds": total_seconds,
         "logs": str(logs),
     }
-    path = out_dir / f"lab-{stamp}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print()
     print(text)
@@ -456,6 +410,66 @@ def main() -> None:
         if changed:
             print(f"note: {name} changed existing hosts too: {changed}")
     print(f"\nsaved {path} (logs in {logs})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--grow-to", type=int, default=5, help="add workers one by one up to this many (default 5: 5, 6, 7 nodes)"
+    )
+    parser.add_argument("--keep", action="store_true", help="leave the baseline cluster up at the end")
+    parser.add_argument(
+        "--baseline-only",
+        type=Path,
+        metavar="LOGS_DIR",
+        help="only (d), with the rendered files an earlier run saved in LOGS_DIR/rendered (for debugging)",
+    )
+    args = parser.parse_args()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = CACHE / "bench"
+    logs = out_dir / f"lab-{stamp}-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    runs: list[Run] = []
+    path = out_dir / f"lab-{stamp}.json"
+
+    def record(run: Run) -> None:
+        """Keep each figure as soon as it exists: a later failure must not lose the earlier ones."""
+        runs.append(run)
+        partial = {"timestamp": stamp, "partial": True, "runs": [asdict(r) for r in runs], "logs": str(logs)}
+        path.write_text(json.dumps(partial, indent=2) + "\n")
+
+    started = time.monotonic()
+
+    lab("down")
+    all_hosts = [*CONTROL_PLANES, *(f"worker{i}" for i in range(1, args.grow_to + 1))]
+    forget_cached_facts(all_hosts)
+    first_nodes = {**CONTROL_PLANES, "worker1": worker_address(1), "worker2": worker_address(2)}
+    try:
+        if args.baseline_only:
+            files = {name: (args.baseline_only / "rendered" / f"{name}.tar").read_bytes() for name in first_nodes}
+        else:
+            create_nodes(2)
+            record(site("full", logs, 5))
+            record(site("noop", logs, 5))
+            files = capture_rendered_files(first_nodes)
+            (logs / "rendered").mkdir()
+            for name, data in files.items():
+                (logs / "rendered" / f"{name}.tar").write_bytes(data)
+            for count in range(3, args.grow_to + 1):
+                create_nodes(count)
+                record(site(f"add-worker{count}", logs, 3 + count - 1))
+            lab("down")
+        create_nodes(2)
+        record(baseline(first_nodes, files, logs))
+    finally:
+        # The lab stays down afterwards (also after a failure) unless asked otherwise.
+        if not args.keep:
+            lab("down")
+
+    if args.baseline_only:
+        print(f"(d) {runs[0].seconds:.0f} s, phases {runs[0].phases}; saved {path}")
+        return
+    report(runs, stamp, logs, path, time.monotonic() - started)
 
 
 if __name__ == "__main__":
