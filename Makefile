@@ -93,3 +93,7 @@ lab: venv ## Create or converge the lab cluster (3 control planes + 2 workers) a
 .PHONY: lab-down
 lab-down: venv ## Remove the lab's node containers (mirror and caches stay)
 	$(BIN)/python lab/lab.py down
+
+.PHONY: bench
+bench: venv mirror-up ## Lab benchmark: site.yml fresh / no-op / add a worker at 5-7 nodes against bare kubeadm (~25 min)
+	$(BIN)/python tools/bench_lab.py
