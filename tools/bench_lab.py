@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import functools
+import importlib.util
 import io
 import json
 import os
@@ -149,21 +151,18 @@ def worker_address(index: int) -> str:
 
 
 def ssh_command(address: str, remote: str) -> list[str]:
-    return [
-        "ssh",
-        "-i",
-        str(SSH_KEY),
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        "BatchMode=yes",
-        f"root@{address}",
-        remote,
-    ]
+    return ["ssh", *lab_cli().ssh_options(), f"root@{address}", remote]
+
+
+@functools.cache
+def lab_cli() -> Any:
+    """lab/lab.py as a module: the lab's SSH options live there once."""
+    spec = importlib.util.spec_from_file_location("lab_cli", REPO / "lab" / "lab.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["lab_cli"] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
 
 
 def ssh(address: str, remote: str, stdin: bytes | None = None) -> bytes:
