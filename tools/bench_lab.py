@@ -48,7 +48,6 @@ LAB = REPO / "lab" / "lab.py"
 INVENTORY = REPO / "inventory" / "lab"
 DEFAULTS = REPO / "roles" / "cluster_defaults" / "defaults" / "main"
 CACHE = Path(os.environ.get("HOMELAB_CACHE", Path.home() / ".cache" / "homelab-bootstrap"))
-SSH_KEY = CACHE / "lab" / "ssh" / "id_ed25519"
 CONTROL_PLANES = {"cp1": "172.30.0.11", "cp2": "172.30.0.12", "cp3": "172.30.0.13"}
 WORKER_BASE = 21  # worker<N> is 172.30.0.<20 + N> (lab.py's static range)
 RECAP_RE = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)", re.M)
