@@ -1,9 +1,12 @@
 # Shared pytest helpers: building inventories from the example plus a fixture's changes.
 from __future__ import annotations
 
+import importlib.util
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -11,6 +14,16 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_INVENTORY = REPO / "inventory" / "example"
+
+
+def load_script(name: str, path: Path) -> ModuleType:
+    """Import a standalone script (lab/, tools/) as a module for its unit tests."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
 
 
 def _drop_hosts(node: Any, names: set[str]) -> None:

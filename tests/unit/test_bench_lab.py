@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO, load_script
+
 DEFAULTS = REPO / "roles/cluster_defaults/defaults/main"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_lab", REPO / "tools/bench_lab.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_lab"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-bl = _load()
+bl = load_script("bench_lab", REPO / "tools/bench_lab.py")
 
 RECAPS = """
 PLAY RECAP *********************************************************************

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import tarfile
 from pathlib import Path
-from types import ModuleType
 
 import jinja2
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO, load_script
+
 DOWNLOADS = REPO / "roles/cluster_defaults/defaults/main/downloads.yml"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("mirror_build", REPO / "lab/mirror/build.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mirror_build"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-mb = _load()
+mb = load_script("mirror_build", REPO / "lab/mirror/build.py")
 
 
 # --- versions -----------------------------------------------------------------------------
