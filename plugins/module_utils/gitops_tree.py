@@ -68,8 +68,8 @@ def kustomization(resources: Iterable[str], components: Iterable[str] = ()) -> s
     return dump(doc)
 
 
-def check_catalog(catalog: Mapping[str, Mapping[str, Any]], charts: Mapping[str, Any]) -> None:
-    """Every entry complete, paths unique, charts pinned, projects known."""
+def check_catalog(catalog: Mapping[str, Mapping[str, Any]]) -> None:
+    """Every entry complete, paths unique, projects known."""
     paths: dict[str, str] = {}
     for name, entry in catalog.items():
         missing = [f for f in REQUIRED_FIELDS if f not in entry]
@@ -77,9 +77,6 @@ def check_catalog(catalog: Mapping[str, Mapping[str, Any]], charts: Mapping[str,
             raise TreeError(f"gitops catalog entry {name} lacks {', '.join(missing)}")
         if entry["project"] not in PROJECTS:
             raise TreeError(f"gitops catalog entry {name}: project {entry['project']} is not one of {PROJECTS}")
-        chart = entry.get("chart")
-        if chart and chart not in charts:
-            raise TreeError(f"gitops catalog entry {name} uses chart {chart}, which gitops_charts does not pin")
         other = paths.setdefault(entry["path"], name)
         if other != name:
             raise TreeError(f"gitops catalog entries {other} and {name} share the path {entry['path']}")
@@ -288,8 +285,12 @@ def generate(catalog: Mapping[str, Mapping[str, Any]], settings: Mapping[str, An
     """All generated files of the tree for the enabled catalog entries."""
     if not settings.get("gitops_repo_url"):
         raise TreeError("gitops_repo_url is empty: set the Git URL ArgoCD syncs from in your inventory")
-    check_catalog(catalog, settings["gitops_charts"])
+    check_catalog(catalog)
     entries = enabled(catalog, settings["homelab_components"], settings["homelab_apps"])
+    for name, entry in entries.items():
+        chart = entry.get("chart")
+        if chart and chart not in settings["gitops_charts"]:
+            raise TreeError(f"gitops catalog entry {name} uses chart {chart}, which gitops_charts does not pin")
     files: dict[str, str] = {}
     apps_dir = f"{ARGOCD_DIR}/apps"
     for name, entry in entries.items():
