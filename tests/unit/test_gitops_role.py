@@ -49,7 +49,9 @@ def run_role(inventory_from: Callable[[dict[str, Any]], Path], tmp_path: Path) -
     return run
 
 
-def test_first_run_commits_the_tree_and_the_second_changes_nothing(run_role: Callable[..., Run], tmp_path: Path) -> None:
+def test_first_run_commits_the_tree_and_the_second_changes_nothing(
+    run_role: Callable[..., Run], tmp_path: Path
+) -> None:
     dest = tmp_path / "gitops"
     first = run_role(dest)
     assert first.rc == 0, first.out
