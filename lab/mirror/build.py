@@ -25,11 +25,17 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 VERSIONS_FILE = REPO / "roles/cluster_defaults/defaults/main/versions.yml"
+TOOLS_FILE = REPO / "roles/cluster_defaults/defaults/main/tools.yml"
 ARCH = "amd64"
-GROUPS = ("node", "control-plane", "tools")
+GROUPS = ("node", "control-plane", "tools", "gitops", "validate-tools")
+# Groups of programs for this machine ($HOMELAB_CACHE/tools/bin, on the Makefile's PATH), not
+# mirror content: built only when named with --only, and left out of mirror/manifest.json.
+LOCAL_GROUPS = ("validate-tools",)
 # Bump when the build logic changes in a way the declarative recipes below do not capture:
 # every stamp then stops matching and the next run rebuilds everything (cheaply, from Go's cache).
 RECIPE_REVISION = 1
+# ArgoCD's install manifests by variant, as paths in its repository (and module zip).
+ARGOCD_MANIFESTS = {"standard": "manifests/install.yaml", "ha": "manifests/ha/install.yaml"}
 STATUS_TAIL_LINES = 40
 
 
@@ -53,12 +59,35 @@ def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items() if str(k).endswith("_version")}
 
 
+def read_pins() -> dict[str, str]:
+    """The pins of versions.yml (what the roles install) and tools.yml (the test tools)."""
+    return read_versions(VERSIONS_FILE) | read_versions(TOOLS_FILE)
+
+
 def pin(versions: Mapping[str, str], key: str) -> str:
     """One pinned version, with an error naming the file to edit when it is missing."""
     value = versions.get(key, "").strip().removeprefix("v")
     if not value:
-        raise BuildError(f"{key} is not pinned in {VERSIONS_FILE}")
+        raise BuildError(f"{key} is not pinned in {VERSIONS_FILE} or {TOOLS_FILE}")
     return value
+
+
+def go_version_tuple(version: str) -> tuple[int, ...]:
+    """`go1.26.8`, `1.27` or `1.27.0` as a comparable tuple."""
+    return tuple(int(part) for part in version.removeprefix("go").split("."))
+
+
+def toolchain_for(module_go: str, local_go: str, pinned: str) -> str:
+    """GOTOOLCHAIN for a module: '' when the local Go satisfies its `go` line, else go<pinned>.
+
+    Go would otherwise fetch the exact toolchain the go line names (go1.27.0); the pinned one
+    is a single, cached download shared by every tool that needs it.
+    """
+    if go_version_tuple(module_go) <= go_version_tuple(local_go):
+        return ""
+    if not pinned or go_version_tuple(pinned) < go_version_tuple(module_go):
+        raise BuildError(f"the module needs Go {module_go}: pin go_toolchain_version >= {module_go} in {TOOLS_FILE}")
+    return f"go{pinned}"
 
 
 def cache_root(env: Mapping[str, str]) -> Path:
@@ -98,6 +127,18 @@ def crictl_tarball_path(version: str, arch: str = ARCH) -> PurePosixPath:
 
 def helm_tarball_path(version: str, arch: str = ARCH) -> PurePosixPath:
     return PurePosixPath(f"get.helm.sh/helm-v{version}-linux-{arch}.tar.gz")
+
+
+def cilium_chart_path(version: str) -> PurePosixPath:
+    """helm.cilium.io keeps each chart archive beside index.yaml at the repository root."""
+    return PurePosixPath(f"helm.cilium.io/cilium-{version}.tgz")
+
+
+def argocd_manifest_path(version: str, variant: str = "standard") -> PurePosixPath:
+    """ArgoCD's install manifest as raw.githubusercontent.com serves it at the release tag."""
+    if variant not in ARGOCD_MANIFESTS:
+        raise ValueError(f"unknown ArgoCD install variant {variant!r}; one of {', '.join(ARGOCD_MANIFESTS)}")
+    return PurePosixPath(f"raw.githubusercontent.com/argoproj/argo-cd/v{version}/{ARGOCD_MANIFESTS[variant]}")
 
 
 def checksum_path(path: PurePosixPath, suffix: str = ".sha256") -> PurePosixPath:
@@ -186,20 +227,28 @@ def load_stamp(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def wrapper_gomod(module: str, requires: Sequence[tuple[str, str]], replaces: Sequence[tuple[str, str]]) -> str:
+def wrapper_gomod(
+    module: str,
+    requires: Sequence[tuple[str, str]],
+    replaces: Sequence[tuple[str, str]],
+    copied: Sequence[tuple[str, str, str]] = (),
+) -> str:
     """go.mod of a wrapper module that builds upstream commands from the module proxy.
 
     `replaces` maps a module path to the version it is pinned to. Only the main module's
     replace lines count, and upstream's `../dir` or `./staging/...` ones point at trees the
     module zips do not carry, so the wrapper pins those siblings to their released versions.
+    `copied` are upstream's replace lines onto other modules (old, new, version), repeated
+    as they are so the wrapper builds exactly upstream's dependencies (kyverno's fork of
+    k8s.io/pod-security-admission).
     """
     lines = [f"module {module}", "", "go 1.24", "", "require ("]
     lines += [f"\t{path} {ver}" for path, ver in requires]
     lines.append(")")
-    if replaces:
-        lines += ["", "replace ("]
-        lines += [f"\t{path} => {path} {ver}" for path, ver in sorted(replaces)]
-        lines.append(")")
+    rules = [f"\t{path} => {path} {ver}" for path, ver in sorted(replaces)]
+    rules += [f"\t{old} => {new} {ver}" for old, new, ver in sorted(copied)]
+    if rules:
+        lines += ["", "replace (", *rules, ")"]
     return "\n".join(lines) + "\n"
 
 
@@ -260,6 +309,10 @@ class Layout:
     def logs(self) -> Path:
         return self.build / "logs"
 
+    @property
+    def tools_bin(self) -> Path:
+        return self.cache / "tools" / "bin"
+
 
 @dataclass
 class Ctx:
@@ -270,6 +323,8 @@ class Ctx:
     log: TextIO | None = None
     log_path: Path | None = None
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    # Outputs are recorded relative to this: the mirror, or the cache for LOCAL_GROUPS.
+    base: Path | None = None
 
 
 def say(msg: str) -> None:
@@ -318,7 +373,7 @@ def install_file(ctx: Ctx, src: Path, rel: PurePosixPath, checksum_rel: PurePosi
 
 
 def record(ctx: Ctx, path: Path, digest: str, **extra: str) -> None:
-    rel = path.relative_to(ctx.layout.mirror).as_posix()
+    rel = path.relative_to(ctx.base or ctx.layout.mirror).as_posix()
     ctx.outputs.append({"path": rel, "sha256": digest, "size": path.stat().st_size, **extra})
 
 
@@ -361,11 +416,16 @@ class ModuleInfo:
         return int(datetime.fromisoformat(self.time.replace("Z", "+00:00")).timestamp())
 
 
-def go_download(ctx: Ctx, module: str, version: str) -> ModuleInfo:
-    """Fetch one module zip through the proxy (cached in GOMODCACHE)."""
+def go_download(ctx: Ctx, module: str, version: str, toolchain: str = "") -> ModuleInfo:
+    """Fetch one module zip through the proxy (cached in GOMODCACHE).
+
+    `toolchain` (GOTOOLCHAIN) for a module whose go.mod asks for a newer Go than the local
+    one: the go command refuses to download it otherwise.
+    """
     workdir = ctx.layout.build / "go"
     workdir.mkdir(parents=True, exist_ok=True)
-    out = run(ctx, ["go", "mod", "download", "-json", f"{module}@{version}"], cwd=workdir, env={"GO111MODULE": "on"})
+    env = {"GO111MODULE": "on", **({"GOTOOLCHAIN": toolchain} if toolchain else {})}
+    out = run(ctx, ["go", "mod", "download", "-json", f"{module}@{version}"], cwd=workdir, env=env)
     data = json.loads(out)
     if data.get("Error"):
         raise BuildError(f"the Go module proxy does not serve {module}@{version}: {data['Error']}")
@@ -386,11 +446,29 @@ def local_replaces(ctx: Ctx, gomod: Path) -> list[str]:
     return out
 
 
-def prepare_wrapper(ctx: Ctx, name: str, gomod: str, packages: Sequence[str]) -> Path:
+def copied_replaces(ctx: Ctx, gomod: Path) -> list[tuple[str, str, str]]:
+    """An upstream go.mod's replace lines onto other modules, to repeat in a wrapper."""
+    data = json.loads(run(ctx, ["go", "mod", "edit", "-json", str(gomod)]))
+    out: list[tuple[str, str, str]] = []
+    for rep in data.get("Replace") or []:
+        old, new = rep["Old"]["Path"], rep["New"]
+        if rep["Old"].get("Version") or not new.get("Version"):
+            # Version-specific or directory replaces need a recipe of their own (see local_replaces).
+            raise BuildError(f"{gomod} replaces {old} with {new['Path']}; teach lab/mirror/build.py that kind")
+        out.append((old, new["Path"], new["Version"]))
+    return out
+
+
+def module_go_line(ctx: Ctx, gomod: Path) -> str:
+    """The `go` directive of an upstream go.mod (the minimum Go it builds with)."""
+    return str(json.loads(run(ctx, ["go", "mod", "edit", "-json", str(gomod)])).get("Go") or "1.0")
+
+
+def prepare_wrapper(ctx: Ctx, name: str, gomod: str, packages: Sequence[str], toolchain: str = "") -> Path:
     """A wrapper module in build/go/<name>; `go mod tidy` only when its inputs changed."""
     wdir = ctx.layout.build / "go" / name
     wdir.mkdir(parents=True, exist_ok=True)
-    inputs = gomod + tools_go(packages)
+    inputs = gomod + tools_go(packages) + (f"toolchain {toolchain}\n" if toolchain else "")
     marker = wdir / ".inputs.sha256"
     digest = hashlib.sha256(inputs.encode()).hexdigest()
     if marker.is_file() and marker.read_text().strip() == digest and (wdir / "go.sum").is_file():
@@ -399,7 +477,7 @@ def prepare_wrapper(ctx: Ctx, name: str, gomod: str, packages: Sequence[str]) ->
     (wdir / "go.mod").write_text(gomod, encoding="utf-8")
     (wdir / "tools.go").write_text(tools_go(packages), encoding="utf-8")
     (wdir / "go.sum").unlink(missing_ok=True)
-    run(ctx, ["go", "mod", "tidy"], cwd=wdir)
+    run(ctx, ["go", "mod", "tidy"], cwd=wdir, env={"GOTOOLCHAIN": toolchain} if toolchain else None)
     marker.write_text(digest + "\n", encoding="utf-8")
     return wdir
 
@@ -414,6 +492,7 @@ def go_build(
     tags: Sequence[str] = (),
     cgo: bool = False,
     static_cgo: bool = False,
+    toolchain: str = "",
 ) -> None:
     """One `go build` of several packages (shares compile work) into `out` (a dir when several)."""
     flags = ["-s", "-w", *ldflags]
@@ -424,6 +503,8 @@ def go_build(
         cmd += ["-tags", " ".join(tags)]
     cmd += ["-o", f"{out}/" if len(packages) > 1 else str(out), *packages]
     env = {"CGO_ENABLED": "1" if cgo else "0", "GOOS": "linux", "GOARCH": ARCH, "GOFLAGS": "-buildvcs=false"}
+    if toolchain:
+        env["GOTOOLCHAIN"] = toolchain
     run(ctx, cmd, cwd=wdir, env=env)
 
 
@@ -710,7 +791,8 @@ def build_coredns(ctx: Ctx) -> None:
     build_image(ctx, spec)
 
 
-def build_helm(ctx: Ctx) -> None:
+def helm_binary(ctx: Ctx) -> tuple[Path, ModuleInfo]:
+    """The helm command, built as helm's Makefile does; returns its path and the module."""
     version = pin(ctx.versions, "helm_version")
     mod = "helm.sh/helm/v3"
     info = go_download(ctx, mod, f"v{version}")
@@ -730,11 +812,164 @@ def build_helm(ctx: Ctx) -> None:
     ]
     out = fresh_dir(ctx.layout.build / "out" / "helm")
     go_build(ctx, wdir, [pkg], out / "helm", ldflags=ldflags)
+    return out / "helm", info
+
+
+def build_helm(ctx: Ctx) -> None:
+    version = pin(ctx.versions, "helm_version")
+    binary, info = helm_binary(ctx)
+    out = binary.parent
     members: list[tuple[str, Path | None]] = [("linux-amd64/", None), ("linux-amd64/helm", out / "helm")]
     members += [(f"linux-amd64/{d}", info.dir / d) for d in ("LICENSE", "README.md") if (info.dir / d).is_file()]
     rel = helm_tarball_path(version)
     write_tar_gz(out / rel.name, members, info.epoch)
     install_file(ctx, out / rel.name, rel, checksum_path(rel, ".sha256sum"))
+
+
+# --------------------------------------------------------------------------------------------
+# GitOps bootstrap: the Cilium chart and ArgoCD's install manifests, from their module zips.
+# --------------------------------------------------------------------------------------------
+
+CILIUM_MODULE = "github.com/cilium/cilium"
+CILIUM_CHART_DIR = "install/kubernetes/cilium"
+ARGOCD_MODULE = "github.com/argoproj/argo-cd/v3"
+
+
+def packaging_helm(ctx: Ctx) -> Path:
+    """helm to package charts with: the mirror's own tarball (tools group), else tools/bin/helm."""
+    version = pin(ctx.versions, "helm_version")
+    tarball = ctx.layout.files / helm_tarball_path(version)
+    if tarball.is_file():
+        out = fresh_dir(ctx.layout.build / "out" / "packaging-helm")
+        with tarfile.open(tarball) as tar:
+            member = tar.extractfile(f"linux-{ARCH}/helm")
+            if member is None:
+                raise BuildError(f"{tarball} has no linux-{ARCH}/helm; rebuild it: build.py --only tools --force")
+            (out / "helm").write_bytes(member.read())
+        (out / "helm").chmod(0o755)
+        return out / "helm"
+    local = ctx.layout.tools_bin / "helm"
+    if local.is_file():
+        return local
+    raise BuildError("packaging the Cilium chart needs helm: build it first (build.py --only tools gitops)")
+
+
+def build_cilium_chart(ctx: Ctx) -> None:
+    """`helm package` of the chart in the release's module zip, plus the repository's index.yaml."""
+    version = pin(ctx.versions, "cilium_version")
+    info = go_download(ctx, CILIUM_MODULE, f"v{version}")
+    chart = info.dir / CILIUM_CHART_DIR
+    try:
+        chart_version = str(yaml.safe_load((chart / "Chart.yaml").read_text(encoding="utf-8"))["version"])
+    except (OSError, KeyError, TypeError) as exc:
+        raise BuildError(f"{CILIUM_MODULE}@v{version} has no chart in {CILIUM_CHART_DIR}: {exc}") from exc
+    if chart_version != version:
+        raise BuildError(f"the chart in {CILIUM_MODULE}@v{version} is version {chart_version}, not {version}")
+    helm = packaging_helm(ctx)
+    repo = fresh_dir(ctx.layout.build / "out" / "cilium-chart")
+    # helm writes nothing into the chart directory (read-only in the module cache).
+    run(ctx, [str(helm), "package", str(chart), "--destination", str(repo)])
+    # Relative URLs, as upstream's index: the mirror serves it from any base URL.
+    run(ctx, [str(helm), "repo", "index", str(repo)])
+    rel = cilium_chart_path(version)
+    install_file(ctx, repo / rel.name, rel)
+    install_file(ctx, repo / "index.yaml", rel.with_name("index.yaml"))
+
+
+def build_argocd_manifests(ctx: Ctx) -> None:
+    """install.yaml and ha/install.yaml, byte for byte as in the release tag."""
+    version = pin(ctx.versions, "argocd_version")
+    # argo-cd's go.mod asks for a newer Go than Debian's machines have; the proxy serves it.
+    toolchain = f"go{pin(ctx.versions, 'go_toolchain_version')}"
+    info = go_download(ctx, ARGOCD_MODULE, f"v{version}", toolchain)
+    for variant, path in ARGOCD_MANIFESTS.items():
+        src = info.dir / path
+        if not src.is_file():
+            raise BuildError(f"{ARGOCD_MODULE}@v{version} has no {path}")
+        install_file(ctx, src, argocd_manifest_path(version, variant))
+
+
+# --------------------------------------------------------------------------------------------
+# Validation tools for this machine ($HOMELAB_CACHE/tools/bin): tools/validate_tree.py runs them.
+# --------------------------------------------------------------------------------------------
+
+
+def install_tool(ctx: Ctx, src: Path, name: str) -> None:
+    """Put a built command into tools/bin atomically (a running validation keeps its old inode)."""
+    dest = ctx.layout.tools_bin / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{name}.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.chmod(0o755)
+    os.replace(tmp, dest)
+    record(ctx, dest, sha256_file(dest))
+
+
+def tool_toolchain(ctx: Ctx, info: ModuleInfo) -> str:
+    return toolchain_for(module_go_line(ctx, info.gomod), go_version(), ctx.versions.get("go_toolchain_version", ""))
+
+
+def go_download_tool(ctx: Ctx, module: str, version: str) -> ModuleInfo:
+    """go_download, retried with the pinned toolchain when the module needs a newer Go to be fetched."""
+    try:
+        return go_download(ctx, module, version)
+    except BuildError as exc:
+        if "requires go " not in str(exc):
+            raise
+    return go_download(ctx, module, version, f"go{pin(ctx.versions, 'go_toolchain_version')}")
+
+
+KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5"
+KUBECONFORM_MODULE = "github.com/yannh/kubeconform"
+KYVERNO_MODULE = "github.com/kyverno/kyverno"
+
+
+def build_kustomize(ctx: Ctx) -> None:
+    version = pin(ctx.versions, "kustomize_version")
+    info = go_download_tool(ctx, KUSTOMIZE_MODULE, f"v{version}")
+    toolchain = tool_toolchain(ctx, info)
+    gomod = wrapper_gomod("homelab.lab/tools/kustomize", [(KUSTOMIZE_MODULE, info.version)], [])
+    wdir = prepare_wrapper(ctx, f"kustomize-v{version}", gomod, [KUSTOMIZE_MODULE], toolchain)
+    out = fresh_dir(ctx.layout.build / "out" / "kustomize")
+    # Release tags are `kustomize/vX.Y.Z`; `kustomize version` strips the prefix.
+    prov = "sigs.k8s.io/kustomize/api/provenance"
+    ldflags = [f"-X {prov}.version=kustomize/v{version}", f"-X {prov}.buildDate={info.time}"]
+    go_build(ctx, wdir, [KUSTOMIZE_MODULE], out / "kustomize", ldflags=ldflags, tags=["netgo"], toolchain=toolchain)
+    install_tool(ctx, out / "kustomize", "kustomize")
+
+
+def build_kubeconform(ctx: Ctx) -> None:
+    version = pin(ctx.versions, "kubeconform_version")
+    info = go_download_tool(ctx, KUBECONFORM_MODULE, f"v{version}")
+    toolchain = tool_toolchain(ctx, info)
+    pkg = f"{KUBECONFORM_MODULE}/cmd/kubeconform"
+    gomod = wrapper_gomod("homelab.lab/tools/kubeconform", [(KUBECONFORM_MODULE, info.version)], [])
+    wdir = prepare_wrapper(ctx, f"kubeconform-v{version}", gomod, [pkg], toolchain)
+    out = fresh_dir(ctx.layout.build / "out" / "kubeconform")
+    # As upstream's .goreleaser.yml.
+    ldflags = [f"-X main.version=v{version}"]
+    go_build(ctx, wdir, [pkg], out / "kubeconform", ldflags=ldflags, tags=["netgo"], toolchain=toolchain)
+    install_tool(ctx, out / "kubeconform", "kubeconform")
+
+
+def build_kyverno_cli(ctx: Ctx) -> None:
+    version = pin(ctx.versions, "kyverno_cli_version")
+    info = go_download_tool(ctx, KYVERNO_MODULE, f"v{version}")
+    toolchain = tool_toolchain(ctx, info)
+    pkg = f"{KYVERNO_MODULE}/cmd/cli/kubectl-kyverno"
+    copied = copied_replaces(ctx, info.gomod)
+    gomod = wrapper_gomod("homelab.lab/tools/kyverno", [(KYVERNO_MODULE, info.version)], [], copied)
+    wdir = prepare_wrapper(ctx, f"kyverno-v{version}", gomod, [pkg], toolchain)
+    out = fresh_dir(ctx.layout.build / "out" / "kyverno")
+    # As upstream's Makefile (CGO_ENABLED=0, BuildVersion); installed under the name its docs use.
+    ldflags = [f"-X {KYVERNO_MODULE}/pkg/version.BuildVersion=v{version}"]
+    go_build(ctx, wdir, [pkg], out / "kyverno", ldflags=ldflags, toolchain=toolchain)
+    install_tool(ctx, out / "kyverno", "kyverno")
+
+
+def build_helm_tool(ctx: Ctx) -> None:
+    binary, _ = helm_binary(ctx)
+    install_tool(ctx, binary, "helm")
 
 
 # --------------------------------------------------------------------------------------------
@@ -753,6 +988,15 @@ class Artifact:
     @property
     def recipe_hash(self) -> str:
         return recipe_hash({"revision": RECIPE_REVISION, "version": self.version, **self.recipe})
+
+    @property
+    def local(self) -> bool:
+        """Installed for this machine under $HOMELAB_CACHE, not into the mirror."""
+        return self.group in LOCAL_GROUPS
+
+    def root(self, layout: Layout) -> Path:
+        """The directory its stamp's output paths are relative to."""
+        return layout.cache if self.local else layout.mirror
 
 
 def artifacts(versions: Mapping[str, str], gover: str) -> list[Artifact]:
@@ -823,11 +1067,38 @@ def artifacts(versions: Mapping[str, str], gover: str) -> list[Artifact]:
             build_coredns,
         ),
         Artifact("helm", "tools", pin(versions, "helm_version"), {**base, "layout": "linux-amd64/"}, build_helm),
+        Artifact(
+            "cilium-chart",
+            "gitops",
+            pin(versions, "cilium_version"),
+            {"helm": pin(versions, "helm_version"), "chart": CILIUM_CHART_DIR, "index": "relative urls"},
+            build_cilium_chart,
+        ),
+        Artifact(
+            "argocd-manifests",
+            "gitops",
+            pin(versions, "argocd_version"),
+            {"manifests": ARGOCD_MANIFESTS, "toolchain": versions.get("go_toolchain_version", "")},
+            build_argocd_manifests,
+        ),
+        *validate_tool_artifacts(versions, base),
+    ]
+
+
+def validate_tool_artifacts(versions: Mapping[str, str], base: Mapping[str, str]) -> list[Artifact]:
+    """tools/validate_tree.py's commands, pinned in tools.yml (helm in versions.yml)."""
+    tool = {**base, "toolchain": versions.get("go_toolchain_version", ""), "into": "tools/bin"}
+    return [
+        Artifact("kustomize-cli", "validate-tools", pin(versions, "kustomize_version"), tool, build_kustomize),
+        Artifact("kubeconform-cli", "validate-tools", pin(versions, "kubeconform_version"), tool, build_kubeconform),
+        Artifact("helm-cli", "validate-tools", pin(versions, "helm_version"), tool, build_helm_tool),
+        Artifact("kyverno-cli", "validate-tools", pin(versions, "kyverno_cli_version"), tool, build_kyverno_cli),
     ]
 
 
 def select(all_artifacts: Sequence[Artifact], only: Sequence[str]) -> list[Artifact]:
-    return [a for a in all_artifacts if not only or a.group in only]
+    """The groups named, or every mirror group (LOCAL_GROUPS only when named)."""
+    return [a for a in all_artifacts if a.group in only or (not only and not a.local)]
 
 
 @contextlib.contextmanager
@@ -846,7 +1117,7 @@ def exclusive(lock_path: Path) -> Iterator[None]:
 def build_one(layout: Layout, versions: Mapping[str, str], art: Artifact, force: bool) -> None:
     stamp_path = layout.stamps / f"{art.name}.json"
     rhash = art.recipe_hash
-    if not force and stamp_is_current(load_stamp(stamp_path), art.version, rhash, layout.mirror):
+    if not force and stamp_is_current(load_stamp(stamp_path), art.version, rhash, art.root(layout)):
         say(f"{art.name} {art.version}: up to date")
         return
     layout.logs.mkdir(parents=True, exist_ok=True)
@@ -854,7 +1125,7 @@ def build_one(layout: Layout, versions: Mapping[str, str], art: Artifact, force:
     say(f"{art.name} {art.version}: building (log {log_path})")
     start = time.monotonic()
     with log_path.open("w", encoding="utf-8") as log:
-        ctx = Ctx(layout, versions, log, log_path)
+        ctx = Ctx(layout, versions, log, log_path, base=art.root(layout))
         art.build(ctx)
     seconds = time.monotonic() - start
     # Intermediate binaries and image contexts are copies of what is now in the mirror.
@@ -869,7 +1140,7 @@ def build_one(layout: Layout, versions: Mapping[str, str], art: Artifact, force:
 def write_manifest(layout: Layout, known: Sequence[Artifact]) -> None:
     """List every artifact with current outputs in mirror/manifest.json (all groups ever built)."""
     entries = []
-    for art in known:
+    for art in (a for a in known if not a.local):
         stamp = load_stamp(layout.stamps / f"{art.name}.json")
         if stamp and stamp_is_current(stamp, art.version, art.recipe_hash, layout.mirror):
             entries.append(
@@ -899,7 +1170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     layout = Layout(cache_root(os.environ))
     try:
-        versions = read_versions()
+        versions = read_pins()
         known = artifacts(versions, go_version())
         chosen = select(known, args.only)
         with exclusive(layout.build / ".lock"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tarfile
 from pathlib import Path
 
@@ -181,17 +182,69 @@ def test_stamp_absent_or_broken(tmp_path: Path) -> None:
 
 
 def test_artifacts_node_group_first_and_unique() -> None:
-    arts = mb.artifacts(mb.read_versions(), "go1.26.8")
+    arts = mb.artifacts(mb.read_pins(), "go1.26.8")
     names = [a.name for a in arts]
     assert len(names) == len(set(names))
     groups = [a.group for a in arts]
     assert groups == sorted(groups, key=mb.GROUPS.index)
     assert {a.name for a in mb.select(arts, ["tools"])} == {"helm"}
-    assert mb.select(arts, []) == arts
+    # The validation tools are built for this machine only when asked for.
+    assert mb.select(arts, []) == [a for a in arts if a.group not in mb.LOCAL_GROUPS]
+    tools = mb.select(arts, ["validate-tools"])
+    assert {a.name for a in tools} == {"kustomize-cli", "kubeconform-cli", "helm-cli", "kyverno-cli"}
+
+
+def test_read_pins_adds_the_tool_pins() -> None:
+    pins = mb.read_pins()
+    for key in ("kustomize_version", "kubeconform_version", "kyverno_cli_version", "kubernetes_version"):
+        assert pins[key].count(".") == 2, key
+
+
+def test_tool_outputs_live_under_the_cache_not_the_mirror(tmp_path: Path) -> None:
+    layout = mb.Layout(tmp_path)
+    arts = {a.name: a for a in mb.artifacts(mb.read_pins(), "go1.26.8")}
+    assert arts["kyverno-cli"].root(layout) == tmp_path
+    assert arts["helm"].root(layout) == layout.mirror
+    assert layout.tools_bin == tmp_path / "tools" / "bin"
+
+
+def test_manifest_lists_mirror_artifacts_only(tmp_path: Path) -> None:
+    layout = mb.Layout(tmp_path)
+    known = mb.artifacts(mb.read_pins(), "go1.26.8")
+    for art in (a for a in known if a.name in ("crictl", "kubeconform-cli")):
+        out = art.root(layout) / "out" / art.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(b"x")
+        rel = out.relative_to(art.root(layout)).as_posix()
+        stamp = mb.make_stamp(art.name, art.version, art.recipe_hash, [{"path": rel, "size": 1}], 1.0)
+        layout.stamps.mkdir(parents=True, exist_ok=True)
+        (layout.stamps / f"{art.name}.json").write_text(json.dumps(stamp))
+    mb.write_manifest(layout, known)
+    names = [a["name"] for a in json.loads(layout.manifest.read_text())["artifacts"]]
+    assert names == ["crictl"]
+
+
+@pytest.mark.parametrize(
+    ("module_go", "local", "pinned", "expected"),
+    [
+        ("1.26", "go1.26.8", "1.27.3", ""),
+        ("1.26.8", "go1.26.8", "1.27.3", ""),
+        ("1.27.0", "go1.26.8", "1.27.3", "go1.27.3"),
+        ("1.27", "go1.27.1", "", ""),
+    ],
+)
+def test_toolchain_for(module_go: str, local: str, pinned: str, expected: str) -> None:
+    assert mb.toolchain_for(module_go, local, pinned) == expected
+
+
+@pytest.mark.parametrize("pinned", ["", "1.26.9"])
+def test_toolchain_for_names_the_pin_to_raise(pinned: str) -> None:
+    with pytest.raises(mb.BuildError, match=r"go_toolchain_version >= 1\.27\.0"):
+        mb.toolchain_for("1.27.0", "go1.26.8", pinned)
 
 
 def test_artifact_recipe_hash_follows_the_go_version() -> None:
-    versions = mb.read_versions()
+    versions = mb.read_pins()
     one = {a.name: a.recipe_hash for a in mb.artifacts(versions, "go1.26.8")}
     again = {a.name: a.recipe_hash for a in mb.artifacts(versions, "go1.26.8")}
     other = {a.name: a.recipe_hash for a in mb.artifacts(versions, "go1.27.0")}
@@ -208,6 +261,12 @@ def test_wrapper_gomod_pins_local_replaces() -> None:
     assert "\tk8s.io/kubernetes v1.37.2\n" in text
     assert "\tk8s.io/api => k8s.io/api v0.37.2\n" in text
     assert "replace" not in mb.wrapper_gomod("example/w", [("a.b/c", "v1.0.0")], [])
+
+
+def test_wrapper_gomod_repeats_upstream_replaces_onto_forks() -> None:
+    fork = ("k8s.io/pod-security-admission", "github.com/kyverno/pod-security-admission", "v0.0.0-2025")
+    text = mb.wrapper_gomod("example/w", [("github.com/kyverno/kyverno", "v1.19.1")], [], [fork])
+    assert "\tk8s.io/pod-security-admission => github.com/kyverno/pod-security-admission v0.0.0-2025\n" in text
 
 
 def test_tools_go_imports_sorted_under_build_tag() -> None:
