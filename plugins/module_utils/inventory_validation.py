@@ -49,6 +49,7 @@ LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?
 VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 GIT_URL_RE = re.compile(r"^((https?|ssh|git|file)://\S+|[\w.-]+@[\w.-]+:\S+)$")
+S3_ENDPOINT_RE = re.compile(r"^https?://[^/\s@]+(/\S*)?$")
 BRANCH_RE = re.compile(r"^(?!/|.*\.\.|.*//|.*@\{|.*\.lock$|.*/$)[A-Za-z0-9._/-]+$")
 
 # Variables Ansible itself puts into hostvars; they are not user settings.
@@ -563,6 +564,28 @@ def _check_site(settings: Mapping[str, Any], errors: list[str]) -> None:
         errors.append(f"gitops_repo_branch '{branch}' is not a valid branch name")
 
 
+def _check_backup_target(
+    settings: Mapping[str, Any], hosts_settings: Mapping[str, Mapping[str, Any]], errors: list[str]
+) -> None:
+    """Postgres (Barman) and Velero write their backups to the NAS's S3 service."""
+    users = [c for c in ("cloudnative_pg", "velero") if _enabled(settings, c)]
+    if not users:
+        return
+    # A gitops role option, not a cluster_defaults one: read from the hosts (group_vars/all).
+    name = "gitops_backup_s3_endpoint"
+    endpoint = next((s[name] for s in hosts_settings.values() if name in s), settings.get(name))
+    if not endpoint:
+        errors.append(
+            f"gitops_backup_s3_endpoint is not set: {', '.join(users)} back up to the NAS's S3 service; "
+            "set its URL (e.g. http://192.168.10.5:9000) or disable them"
+        )
+    elif not _is_template(endpoint) and not S3_ENDPOINT_RE.match(str(endpoint)):
+        errors.append(
+            f"gitops_backup_s3_endpoint '{endpoint}' is not an http(s) URL without credentials "
+            "(e.g. https://nas.example.com:9000)"
+        )
+
+
 def _check_node_labels(hosts_settings: Mapping[str, Mapping[str, Any]], errors: list[str]) -> None:
     for host, settings in hosts_settings.items():
         labels = settings.get("node_labels", {})
@@ -613,5 +636,6 @@ def validate(
     _check_toggles(settings, schema, errors)
     _check_secrets(settings, errors)
     _check_site(settings, errors)
+    _check_backup_target(settings, hosts_settings, errors)
     _check_node_labels(hosts_settings, errors)
     return errors
