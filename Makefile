@@ -82,6 +82,22 @@ test: lint syntax unit molecule e2e ## Everything CI runs
 collection: venv ## Build the Ansible collection tarball
 	$(BIN)/ansible-galaxy collection build --force --output-path build .
 
+.PHONY: validate-tools
+validate-tools: venv ## Build kustomize, kubeconform, kyverno and helm into $(HOMELAB_CACHE)/tools/bin (cached by version)
+	$(BIN)/python lab/mirror/build.py --only validate-tools
+
+.PHONY: validate-tree
+validate-tree: venv validate-tools ## Render the GitOps tree of inventory/example and validate it offline
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	if ! $(BIN)/ansible-playbook playbooks/gitops.yml -i inventory/example \
+		-e gitops_repo_local_path="$$tmp/tree" -e gitops_push=false > "$$tmp/render.log" 2>&1; then \
+		cat "$$tmp/render.log"; exit 1; fi; \
+	$(BIN)/python tools/validate_tree.py "$$tmp/tree"
+
+.PHONY: bench-tree
+bench-tree: venv validate-tools ## Benchmark the GitOps tree's render and validation against bare baselines
+	$(BIN)/python tools/bench_tree.py
+
 .PHONY: bench-preflight
 bench-preflight: venv ## Benchmark inventory validation on a generated 200-node inventory
 	$(BIN)/python tools/bench_preflight.py --nodes 200
