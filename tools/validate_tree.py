@@ -1166,7 +1166,18 @@ def render_chart(
     code, out, err = run(cmd)
     if code != 0:
         return [], f"helm template failed: {tail(err, 4)}"
-    return load_yaml_docs(out), ""
+    return [d for d in load_yaml_docs(out) if argocd_applies(d)], ""
+
+
+# Helm hooks ArgoCD has no equivalent for; it ignores objects that carry only these
+# (ArgoCD's docs, user-guide/helm.md "Helm Hooks").
+IGNORED_HELM_HOOKS = frozenset({"test", "test-success", "test-failure", "pre-rollback", "post-rollback"})
+
+
+def argocd_applies(doc: Mapping[str, Any]) -> bool:
+    annotations = (doc.get("metadata") or {}).get("annotations") or {}
+    hooks = {h.strip() for h in str(annotations.get("helm.sh/hook", "")).split(",") if h.strip()}
+    return "argocd.argoproj.io/hook" in annotations or not hooks or not hooks <= IGNORED_HELM_HOOKS
 
 
 def chart_pins(charts_file: Path) -> dict[str, dict[str, Any]]:

@@ -172,13 +172,15 @@ def write_tree(files: dict[str, Any], root: Path) -> Path:
     return root
 
 
-def write_defaults(root: Path) -> Path:
-    """versions.yml and tools.yml from the repository; a charts.yml pinning the fixture's chart."""
+def write_defaults(root: Path, extra_charts: dict[str, str] | None = None) -> Path:
+    """versions.yml and tools.yml from the repository; a charts.yml pinning the fixture's charts."""
     defaults = root / "defaults"
     defaults.mkdir()
     for name in ("versions.yml", "tools.yml"):
         shutil.copy(REPO / "roles/cluster_defaults/defaults/main" / name, defaults / name)
-    charts = {"gitops_charts": {"kube_prometheus_stack": {**KPS_CHART, "version": "80.0.0"}}}
+    pins = {"kube_prometheus_stack": {**KPS_CHART, "version": "80.0.0"}}
+    pins |= {name: {"repo": KYVERNO_REPO, "chart": name, "version": v} for name, v in (extra_charts or {}).items()}
+    charts = {"gitops_charts": pins}
     (defaults / "charts.yml").write_text(yaml.safe_dump(charts), encoding="utf-8")
     return defaults
 
@@ -191,7 +193,10 @@ def require_tools() -> None:
 
 
 def validate(
-    tmp_path: Path, change: Callable[[dict[str, Any]], None] | None = None, only: tuple[str, ...] = ()
+    tmp_path: Path,
+    change: Callable[[dict[str, Any]], None] | None = None,
+    only: tuple[str, ...] = (),
+    charts: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Run the script on the valid tree after `change`; `only` limits it to the checks a test is about."""
     require_tools()
@@ -199,7 +204,7 @@ def validate(
     if change:
         change(files)
     tree = write_tree(files, tmp_path / "tree")
-    defaults = write_defaults(tmp_path)
+    defaults = write_defaults(tmp_path, charts)
     cmd = [sys.executable, str(REPO / "tools" / "validate_tree.py"), str(tree), "--json", "--defaults", str(defaults)]
     if only:
         cmd += ["--only", *only]
@@ -398,6 +403,47 @@ def test_kustomize_build_failure(tmp_path: Path) -> None:
     [problem] = messages(report, "kustomize")
     assert problem.startswith(f"{WEB}: kustomize build failed:")
     assert "missing.yaml" in problem
+
+
+KYVERNO_REPO = "https://kyverno.github.io/kyverno/"
+
+
+def kyverno_chart(resources: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """The kyverno Application as a chart release (its module is in Go's cache once the CLI is built)."""
+
+    def change(files: dict[str, Any]) -> None:
+        app = files[f"{ARGO}/apps/kyverno.yaml"][0]
+        git = app["spec"].pop("source")
+        helm = {"releaseName": "kyverno", "valueFiles": [f"$values/{KYVERNO}/values.yaml"]}
+        chart = {"repoURL": KYVERNO_REPO, "chart": "kyverno", "targetRevision": "3.9.1", "helm": helm}
+        app["spec"]["sources"] = [chart, {**git, "ref": "values"}]
+        # The CRD subcharts come from Helm repositories; the values switch them off.
+        values = {"crds": {"install": False}, "admissionController": {"container": {"resources": resources}}}
+        files[f"{KYVERNO}/values.yaml"] = [values]
+        files[f"{ARGO}/projects/platform.yaml"][0]["spec"]["sourceRepos"].append(KYVERNO_REPO)
+
+    return change
+
+
+def test_chart_rendered_from_its_module_and_validated(tmp_path: Path) -> None:
+    resources = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "384Mi"}}
+    code, report = validate(tmp_path, kyverno_chart(resources), only=("charts", "schemas"), charts={"kyverno": "3.9.1"})
+    assert report["findings"] == []
+    assert code == 0
+    chart = next(c for c in report["stats"]["charts"] if c["chart"] == "kyverno")
+    assert chart["rendered"]
+    assert chart["apps"] == ["kyverno"]
+    assert report["stats"]["schemas"]["by_kind"]["Deployment"] > 1
+
+
+def test_invalid_object_rendered_by_a_chart(tmp_path: Path) -> None:
+    resources = {"requests": {"cpu": "100m"}, "bogus": 1}
+    code, report = validate(tmp_path, kyverno_chart(resources), only=("charts", "schemas"), charts={"kyverno": "3.9.1"})
+    assert code == 1
+    assert messages(report, "schemas") == [
+        "helm template kyverno: Deployment kyverno-admission-controller: /spec/template/spec/containers/0/resources:"
+        " additional properties 'bogus' not allowed"
+    ]
 
 
 # --- pure parts -----------------------------------------------------------------------------
