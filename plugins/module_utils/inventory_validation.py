@@ -49,6 +49,8 @@ LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?
 VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 GIT_URL_RE = re.compile(r"^((https?|ssh|git|file)://\S+|[\w.-]+@[\w.-]+:\S+)$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+VAULT_URL_RE = re.compile(r"^https?://[^/\s@]+(/\S*)?$")
 S3_ENDPOINT_RE = re.compile(r"^https?://[^/\s@]+(/\S*)?$")
 BRANCH_RE = re.compile(r"^(?!/|.*\.\.|.*//|.*@\{|.*\.lock$|.*/$)[A-Za-z0-9._/-]+$")
 
@@ -525,6 +527,41 @@ def _check_secrets(settings: Mapping[str, Any], errors: list[str]) -> None:
             )
 
 
+def _gitops_option(name: str, settings: Mapping[str, Any], hosts_settings: Mapping[str, Mapping[str, Any]]) -> Any:
+    """A gitops role option: set in group_vars (not merged like cluster_defaults), else its default."""
+    return next((s[name] for s in hosts_settings.values() if name in s), settings.get(name))
+
+
+def _check_platform_services(
+    settings: Mapping[str, Any], hosts_settings: Mapping[str, Mapping[str, Any]], errors: list[str]
+) -> None:
+    """The Let's Encrypt account address and the Vault server the GitOps tree points at."""
+    if _enabled(settings, "cert_manager"):
+        email = _gitops_option("gitops_acme_email", settings, hosts_settings)
+        if not email:
+            errors.append(
+                "gitops_acme_email is not set: cert_manager's Let's Encrypt account needs a contact "
+                "e-mail for expiry notices; set it or disable cert_manager"
+            )
+        elif not _is_template(email) and not EMAIL_RE.match(str(email)):
+            errors.append(f"gitops_acme_email '{email}' is not an e-mail address")
+    if _enabled(settings, "external_secrets"):
+        url = _gitops_option("gitops_vault_url", settings, hosts_settings)
+        if not url:
+            errors.append(
+                "gitops_vault_url is not set: external_secrets reads the tree's secrets from HashiCorp "
+                "Vault; set its URL (e.g. https://vault.example.com:8200) or disable external_secrets"
+            )
+        elif re.match(r"^\w+://[^/]*@", str(url)):
+            # Never echo the URL: the part before @ is a credential.
+            errors.append(
+                "gitops_vault_url contains credentials: remove them; the store signs in with the token "
+                "from homelab_secret_refs.secret_store_token"
+            )
+        elif not _is_template(url) and not VAULT_URL_RE.match(str(url)):
+            errors.append(f"gitops_vault_url '{url}' is not an http(s) URL (e.g. https://vault.example.com:8200)")
+
+
 def _check_site(settings: Mapping[str, Any], errors: list[str]) -> None:
     domain = settings.get("homelab_domain")
     if not domain:
@@ -631,6 +668,7 @@ def validate(
     _check_types(hosts_settings, schema, errors)
     settings = _cluster_settings(hosts_settings, schema, errors)
     _check_version(settings, errors)
+    _check_platform_services(settings, hosts_settings, errors)
     ips = _node_ips(hosts_settings, hostvars, errors)
     _check_networks(settings, ips, errors)
     _check_toggles(settings, schema, errors)
