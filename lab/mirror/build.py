@@ -141,6 +141,28 @@ def argocd_manifest_path(version: str, variant: str = "standard") -> PurePosixPa
     return PurePosixPath(f"raw.githubusercontent.com/argoproj/argo-cd/v{version}/{ARGOCD_MANIFESTS[variant]}")
 
 
+def gateway_api_crds_path(version: str) -> PurePosixPath:
+    """Gateway API's standard-channel install manifest, a release asset of kubernetes-sigs/gateway-api."""
+    return github_release_path("kubernetes-sigs/gateway-api", f"v{version}", "standard-install.yaml")
+
+
+def gateway_api_standard_install(module_dir: Path) -> str:
+    """standard-install.yaml as upstream's hack/build-install-yaml.sh assembles it from the tag.
+
+    The license boilerplate and a title, then every config/crd/standard/gateway*.yaml in glob
+    order, each after a `---` and a comment naming the file.
+    """
+    files = sorted((module_dir / "config/crd/standard").glob("gateway*.yaml"))
+    if not files:
+        raise BuildError(f"{module_dir} has no config/crd/standard/gateway*.yaml")
+    parts = [(module_dir / "hack/boilerplate/boilerplate.sh.txt").read_text(encoding="utf-8")]
+    parts.append("#\n# Gateway API Standard channel install\n#\n")
+    for path in files:
+        rel = path.relative_to(module_dir).as_posix()
+        parts.append(f"---\n#\n# {rel}\n#\n{path.read_text(encoding='utf-8')}")
+    return "".join(parts)
+
+
 def checksum_path(path: PurePosixPath, suffix: str = ".sha256") -> PurePosixPath:
     """The checksum file published beside a download (`<file><suffix>`)."""
     return path.with_name(path.name + suffix)
@@ -827,12 +849,13 @@ def build_helm(ctx: Ctx) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# GitOps bootstrap: the Cilium chart and ArgoCD's install manifests, from their module zips.
+# GitOps: the Cilium chart, ArgoCD's install manifests and the Gateway API CRDs, from module zips.
 # --------------------------------------------------------------------------------------------
 
 CILIUM_MODULE = "github.com/cilium/cilium"
 CILIUM_CHART_DIR = "install/kubernetes/cilium"
 ARGOCD_MODULE = "github.com/argoproj/argo-cd/v3"
+GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
 
 
 def packaging_helm(ctx: Ctx) -> Path:
@@ -887,6 +910,15 @@ def build_argocd_manifests(ctx: Ctx) -> None:
         if not src.is_file():
             raise BuildError(f"{ARGOCD_MODULE}@v{version} has no {path}")
         install_file(ctx, src, argocd_manifest_path(version, variant))
+
+
+def build_gateway_api_crds(ctx: Ctx) -> None:
+    """standard-install.yaml, assembled from the module zip of the release tag like upstream's release."""
+    version = pin(ctx.versions, "gateway_api_version")
+    info = go_download(ctx, GATEWAY_API_MODULE, f"v{version}")
+    out = fresh_dir(ctx.layout.build / "out" / "gateway-api") / "standard-install.yaml"
+    out.write_text(gateway_api_standard_install(info.dir), encoding="utf-8")
+    install_file(ctx, out, gateway_api_crds_path(version))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1080,6 +1112,13 @@ def artifacts(versions: Mapping[str, str], gover: str) -> list[Artifact]:
             pin(versions, "argocd_version"),
             {"manifests": ARGOCD_MANIFESTS, "toolchain": versions.get("go_toolchain_version", "")},
             build_argocd_manifests,
+        ),
+        Artifact(
+            "gateway-api-crds",
+            "gitops",
+            pin(versions, "gateway_api_version"),
+            {"channel": "standard", "assembly": "hack/build-install-yaml.sh"},
+            build_gateway_api_crds,
         ),
         *validate_tool_artifacts(versions, base),
     ]
