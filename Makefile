@@ -86,16 +86,21 @@ collection: venv ## Build the Ansible collection tarball
 validate-tools: venv ## Build kustomize, kubeconform, kyverno and helm into $(HOMELAB_CACHE)/tools/bin (cached by version)
 	$(BIN)/python lab/mirror/build.py --only validate-tools
 
+# The render downloads what the tree vendors (ArgoCD's install manifest, the Gateway API CRDs):
+# offline, from the mirror's `gitops` group through a file:// download_mirror_url.
 .PHONY: validate-tree
 validate-tree: venv validate-tools ## Render the GitOps tree of inventory/example and validate it offline
+	$(BIN)/python lab/mirror/build.py --only gitops
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	if ! $(BIN)/ansible-playbook playbooks/gitops.yml -i inventory/example \
-		-e gitops_repo_local_path="$$tmp/tree" -e gitops_push=false > "$$tmp/render.log" 2>&1; then \
+		-e gitops_repo_local_path="$$tmp/tree" -e gitops_push=false \
+		-e download_mirror_url="file://$(HOMELAB_CACHE)/mirror/files" > "$$tmp/render.log" 2>&1; then \
 		cat "$$tmp/render.log"; exit 1; fi; \
 	$(BIN)/python tools/validate_tree.py "$$tmp/tree"
 
 .PHONY: bench-tree
 bench-tree: venv validate-tools ## Benchmark the GitOps tree's render and validation against bare baselines
+	$(BIN)/python lab/mirror/build.py --only gitops
 	$(BIN)/python tools/bench_tree.py
 
 .PHONY: bench-preflight

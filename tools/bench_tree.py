@@ -61,7 +61,13 @@ def render(playbook: str, dest: Path) -> Callable[[], None]:
 
 
 def tree_vars(dest: Path) -> list[str]:
-    return ["-e", f"gitops_repo_local_path={dest}", "-e", "gitops_push=false"]
+    # The vendored downloads come from the mirror's gitops group, as in `make validate-tree`.
+    mirror = f"file://{cache_root() / 'mirror' / 'files'}"
+    return ["-e", f"gitops_repo_local_path={dest}", "-e", "gitops_push=false", "-e", f"download_mirror_url={mirror}"]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("HOMELAB_CACHE") or Path.home() / ".cache" / "homelab-bootstrap")
 
 
 def kustomize_loop(kustomize: str, tree: Path) -> Callable[[], None]:
@@ -85,8 +91,8 @@ def main() -> int:
     args = parser.parse_args()
     bindir = Path(sys.executable).parent
     playbook = str(bindir / "ansible-playbook")
-    cache = Path(os.environ.get("HOMELAB_CACHE") or Path.home() / ".cache" / "homelab-bootstrap")
-    kustomize = shutil.which("kustomize", path=f"{cache / 'tools' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    tools_bin = cache_root() / "tools" / "bin"
+    kustomize = shutil.which("kustomize", path=f"{tools_bin}{os.pathsep}{os.environ.get('PATH', '')}")
     if not kustomize:
         sys.exit("bench_tree: kustomize not found: run `make validate-tools`")
     with tempfile.TemporaryDirectory(prefix="bench-tree-") as tmp:

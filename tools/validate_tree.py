@@ -64,7 +64,7 @@ SECRET_ALLOWLIST: dict[str, str] = {}
 # CRDs of each API group. An object of a group must sit in an Application whose sync wave is
 # not lower than its provider's, or ArgoCD applies it before its CRD exists.
 CRD_PROVIDERS: dict[str, tuple[str, ...]] = {
-    "monitoring.coreos.com": ("kube-prometheus-stack",),
+    "monitoring.coreos.com": ("prometheus-operator-crds", "kube-prometheus-stack"),
     "gateway.networking.k8s.io": ("gateway-api",),
     "gateway.networking.x-k8s.io": ("gateway-api",),
     "linkerd.io": ("linkerd-crds",),
@@ -108,7 +108,7 @@ SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("credentials in a URL", re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]+:[^/\s@'\"$]+@")),
 )
 SECRET_KEY = re.compile(
-    r"""(?i)["']?([A-Za-z0-9_.-]*(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key)"""
+    r"""(?i)(?<![\w./-])["']?([A-Za-z0-9_-]*(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key)"""
     r"""[A-Za-z0-9_.-]*)["']?\s*[:=]\s*["']?([^\s"'#,{}\[\]]*)"""
 )
 KUBE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -1142,7 +1142,10 @@ def helm_values(job: ChartJob, tree: Path, workdir: Path) -> tuple[list[str], di
 def render_chart(
     job: ChartJob, helm: str, tree: Path, workdir: Path, ctx: Mapping[str, Any]
 ) -> tuple[list[dict[str, Any]], str]:
-    values_args, merged = helm_values(job, tree, workdir)
+    try:
+        values_args, merged = helm_values(job, tree, workdir)
+    except (OSError, yaml.YAMLError) as exc:
+        return [], f"cannot read its values: {exc}"
     chart, reason = without_disabled_dependencies(job.chart_dir, merged, workdir)
     if chart is None:
         return [], reason

@@ -478,6 +478,7 @@ def test_secret_scan_flags(line: str) -> None:
         "-----BEGIN PUBLIC KEY-----",
         "  # password: hunter2",
         "  secretName: cert-manager-webhook-ca",
+        '  "cluster/apps/web/externalsecret.yaml": "62917d93f9a9eeff898fcdc7368d0ca2bbcdd2ed636d0373916ce1a7d1e3fdd3",',
     ],
 )
 def test_secret_scan_leaves_references_alone(line: str) -> None:
