@@ -182,7 +182,7 @@ def app_project(project: str, entries: Mapping[str, Mapping[str, Any]], settings
     repos.update(settings["gitops_charts"][e["chart"]]["repo"] for e in members.values() if e.get("chart"))
     namespaces = sorted({ns for e in members.values() for ns in entry_namespaces(e)})
     spec: dict[str, Any] = {
-        "description": f"homelab {project}: {', '.join(sorted(members)) or 'no applications enabled'}",
+        "description": f"homelab {project}: {len(members)} applications",
         "sourceRepos": sorted(repos),
         "destinations": [{"server": IN_CLUSTER, "namespace": ns} for ns in namespaces],
     }
