@@ -100,7 +100,7 @@ PUBLIC_PEM = re.compile(r"-----BEGIN (?:CERTIFICATE|X509 CRL|(?:[A-Z0-9]+ )*PUBL
 SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("PEM block (private key?)", re.compile(r"-----BEGIN [A-Z0-9 ]+-----")),
     ("AWS access key id", re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b")),
-    ("bearer token", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{20,}=*")),
+    ("bearer token", re.compile(r"(?i)\bbearer[ \t]+[A-Za-z0-9._~+/-]{20,}=*")),
     ("GitHub token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b")),
     ("GitLab token", re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}")),
     ("Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
@@ -109,7 +109,7 @@ SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 SECRET_KEY = re.compile(
     r"""(?i)(?<![\w./-])["']?([A-Za-z0-9_-]*(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key)"""
-    r"""[A-Za-z0-9_.-]*)["']?\s*[:=]\s*["']?([^\s"'#,{}\[\]]*)"""
+    r"""[A-Za-z0-9_.-]*)["']?[ \t]*[:=][ \t]*["']?([^\s"'#,{}\[\]]*)"""
 )
 KUBE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 REFERENCE_PREFIXES = ("$", "{{", "%", "<", "/", "*", "&", "!", "|", ">")
@@ -162,6 +162,7 @@ class KDir:
     includes: list[str]  # local directories in resources/components, relative to the tree
     remote: list[str]  # resources kustomize would fetch over the network
     docs: list[dict[str, Any]] = field(default_factory=list)
+    text: str = ""
     built: bool = False
 
 
@@ -172,6 +173,7 @@ class Rendered:
     label: str
     docs: list[dict[str, Any]]
     app: str = ""
+    text: str = ""  # the tool's own output, written as it is when there is one
 
 
 @dataclass
@@ -189,6 +191,11 @@ class ChartResult:
 # --------------------------------------------------------------------------------------------
 # Small helpers.
 # --------------------------------------------------------------------------------------------
+
+
+def dump_yaml_docs(docs: Iterable[Mapping[str, Any]]) -> str:
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump_all(docs, Dumper=dumper, sort_keys=False)
 
 
 def load_yaml_docs(text: str) -> list[dict[str, Any]]:
@@ -291,7 +298,7 @@ def build_one(kustomize: str, tree: Path, kdir: KDir) -> tuple[KDir, str]:
         kdir.docs = load_yaml_docs(out)
     except yaml.YAMLError as exc:
         return kdir, f"output is not YAML: {exc}"
-    kdir.built = True
+    kdir.text, kdir.built = out, True
     return kdir, ""
 
 
@@ -463,7 +470,7 @@ def write_sources(sources: Sequence[Rendered], workdir: Path) -> dict[str, Rende
     files: dict[str, Rendered] = {}
     for i, src in enumerate(sources):
         path = workdir / f"{i:04d}.yaml"
-        path.write_text(yaml.safe_dump_all(src.docs, sort_keys=False), encoding="utf-8")
+        path.write_text(src.text or dump_yaml_docs(src.docs), encoding="utf-8")
         files[str(path)] = src
     return files
 
@@ -503,8 +510,13 @@ def schema_error(res: Mapping[str, Any]) -> str:
 
 
 def check_schemas(
-    result: tuple[int, str, str], files: Mapping[str, Rendered], schemas: Schemas, report: Report
+    result: tuple[int, str, str],
+    files: Mapping[str, Rendered],
+    schemas: Schemas,
+    origin: Mapping[str, str],
+    report: Report,
 ) -> None:
+    """Count what validated, fail on what did not; `origin` names the tree file of an object."""
     code, out, err = result
     try:
         data = json.loads(out)
@@ -516,7 +528,10 @@ def check_schemas(
     skipped: dict[str, str] = {}
     for res in data.get("resources") or []:
         src = files.get(res.get("filename", ""))
-        where = f"{src.label if src else res.get('filename')}: {res.get('kind')} {res.get('name')}"
+        ident = f"{res.get('kind')} {res.get('name')}"
+        where = f"{src.label if src else res.get('filename')}: {ident}"
+        if src and not src.app and ident in origin:
+            where += f" ({origin[ident]})"
         status, msg = res.get("status"), str(res.get("msg", ""))
         kind_key = f"{group_of(str(res.get('version', '')))}/{res.get('kind')}"
         if status == "statusValid":
@@ -579,7 +594,7 @@ def kyverno_inputs(sources: Sequence[Rendered], workdir: Path) -> tuple[list[str
                 policies.append(doc)
             elif is_kind(doc, EXCEPTION_KINDS):
                 exceptions.append(doc)
-            else:
+            elif doc.get("kind") != "CustomResourceDefinition":  # schemas, not workloads: megabytes of them
                 resources.append(doc)
                 if doc.get("kind") == "Namespace" and doc.get("apiVersion") == "v1":
                     meta = doc.get("metadata") or {}
@@ -587,8 +602,8 @@ def kyverno_inputs(sources: Sequence[Rendered], workdir: Path) -> tuple[list[str
     counts = {"policies": len(policies), "exceptions": len(exceptions), "resources": len(resources)}
     if not policies:
         return None
-    (workdir / "policies.yaml").write_text(yaml.safe_dump_all(policies), encoding="utf-8")
-    (workdir / "resources.yaml").write_text(yaml.safe_dump_all(resources), encoding="utf-8")
+    (workdir / "policies.yaml").write_text(dump_yaml_docs(policies), encoding="utf-8")
+    (workdir / "resources.yaml").write_text(dump_yaml_docs(resources), encoding="utf-8")
     # Policies matching on namespaceSelector see the tree's Namespace labels.
     values = {
         "apiVersion": "cli.kyverno.io/v1alpha1",
@@ -605,7 +620,7 @@ def kyverno_inputs(sources: Sequence[Rendered], workdir: Path) -> tuple[list[str
         str(workdir / "values.yaml"),
     ]
     if exceptions:
-        (workdir / "exceptions.yaml").write_text(yaml.safe_dump_all(exceptions), encoding="utf-8")
+        (workdir / "exceptions.yaml").write_text(dump_yaml_docs(exceptions), encoding="utf-8")
         args += ["--exception", str(workdir / "exceptions.yaml")]
     return args, counts
 
@@ -682,18 +697,26 @@ def suspicious_value(key: str, value: str) -> str:
 
 
 def scan_text(rel: str, text: str) -> Iterator[tuple[str, int, str]]:
-    for lineno, line in enumerate(text.splitlines(), 1):
-        stripped = line.lstrip()
-        if stripped.startswith("#"):
-            continue
-        for label, pattern in SECRET_PATTERNS:
-            match = pattern.search(line)
-            if match and not (label.startswith("PEM") and PUBLIC_PEM.search(line)):
-                yield rel, lineno, f"{label}: {match.group(0)[:24]}..."
-        for match in SECRET_KEY.finditer(line):
-            why = suspicious_value(match.group(1), match.group(2))
-            if why:
-                yield rel, lineno, f"{why} assigned to {match.group(1)}"
+    """Credentials in a file: (file, line, what). Whole-text searches: most files have none."""
+    hits: list[tuple[int, str]] = []
+    for label, pattern in SECRET_PATTERNS:
+        for match in pattern.finditer(text):
+            line = line_at(text, match.start())
+            if not (label.startswith("PEM") and PUBLIC_PEM.search(line)):
+                hits.append((match.start(), f"{label}: {match.group(0)[:24]}..."))
+    for match in SECRET_KEY.finditer(text):
+        why = suspicious_value(match.group(1), match.group(2))
+        if why:
+            hits.append((match.start(), f"{why} assigned to {match.group(1)}"))
+    for pos, message in sorted(hits):
+        if not line_at(text, pos).lstrip().startswith("#"):
+            yield rel, text.count("\n", 0, pos) + 1, message
+
+
+def line_at(text: str, pos: int) -> str:
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    return text[start : end if end >= 0 else len(text)]
 
 
 def secret_objects(docs: Iterable[Mapping[str, Any]], where: str) -> Iterator[tuple[str, str]]:
@@ -730,6 +753,7 @@ def check_secrets(tree: Path, kdirs: Mapping[str, KDir], report: Report) -> dict
                 continue  # kustomize reports YAML that matters
             for doc in docs:
                 origin.setdefault(obj_id(doc), rel)
+                origin.setdefault(f"{doc.get('kind')} {(doc.get('metadata') or {}).get('name')}", rel)
             for where, message in secret_objects(docs, rel):
                 report.fail("secrets", where, message)
     for kdir in kdirs.values():
@@ -1289,7 +1313,7 @@ def validate(tree: Path, opts: Options, report: Report) -> None:
             report.stats["charts"] = [vars(r) for r in chart_results]
         with report.timed("waves"):
             check_waves(apps, chart_docs, schemas, report)
-        sources = [Rendered(f"kustomize build {k.rel}", k.docs) for k in roots(kdirs)]
+        sources = [Rendered(f"kustomize build {k.rel}", k.docs, text=k.text) for k in roots(kdirs)]
         sources += [Rendered(f"helm template {name}", docs, name) for name, docs in sorted(chart_docs.items())]
         run_tools(sources, tools, schemas, workdir, origin=origin, report=report)
 
@@ -1308,7 +1332,7 @@ def run_tools(
     (workdir / "kyverno").mkdir()
     files = write_sources(sources, workdir / "schemas")
     inputs = kyverno_inputs(sources, workdir / "kyverno")
-    origin_by_id = {obj_id(d): origin_of(origin, d) for s in sources for d in s.docs}
+    origin_by_id = {obj_id(d): s.label if s.app else origin_of(origin, d) for s in sources for d in s.docs}
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         started = time.perf_counter()
         schema_future = (
@@ -1318,7 +1342,7 @@ def run_tools(
             pool.submit(run, kyverno_cmd(tools["kyverno"], inputs[0])) if inputs and report.wants("kyverno") else None
         )
         if schema_future:
-            check_schemas(schema_future.result(), files, schemas, report)
+            check_schemas(schema_future.result(), files, schemas, origin, report)
             report.timings["schemas"] = round(time.perf_counter() - started, 2)
         if report.wants("kyverno"):
             check_kyverno(

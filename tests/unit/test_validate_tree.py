@@ -485,6 +485,11 @@ def test_secret_scan_leaves_references_alone(line: str) -> None:
     assert not list(vt.scan_text("f.yaml", line)), line
 
 
+def test_secret_scan_reports_file_and_line_and_reads_keys_per_line() -> None:
+    text = "basicAuth:\n  password:\n    name: web\n    key: password\n---\n# token: x\nadminPassword: hunter2\n"
+    assert list(vt.scan_text("a/b.yaml", text)) == [("a/b.yaml", 7, "literal password assigned to adminPassword")]
+
+
 def test_project_globs() -> None:
     assert vt.glob_allows(["*"], "media")
     assert not vt.glob_allows(["*", "!kube-*"], "kube-system")
