@@ -65,6 +65,7 @@ WORKLOAD_FIELDS = frozenset(
     {
         *CONTAINER_FIELDS, "kind", "replicas", "hpa", "volumes", "files", "sidecars", "route", "host", "metrics",
         "gpu", "allow_from", "allow_from_namespace", "egress_lan", "load_balancer", "sysctls", "root_reason",
+        "fs_group",
     }
 )  # fmt: skip
 PLACEHOLDER = re.compile(r"\$\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?\}")
@@ -553,6 +554,9 @@ def pod_security_context(wl: Mapping[str, Any], ctx: Context, root: bool) -> dic
     if ids:
         sec.update({"runAsUser": ids[0], "runAsGroup": ids[1], "fsGroup": ids[1]})
         sec["fsGroupChangePolicy"] = "OnRootMismatch"
+    elif wl.get("fs_group") is not None:
+        # A root entrypoint that drops to another user: its volumes must be that group's.
+        sec.update({"fsGroup": int(wl["fs_group"]), "fsGroupChangePolicy": "OnRootMismatch"})
     if wl.get("sysctls"):
         sec["sysctls"] = [{"name": k, "value": str(v)} for k, v in wl["sysctls"].items()]
     return sec
@@ -1026,9 +1030,10 @@ def generate(
     ctx = context(settings)
     catalog = resolve_extends(with_overrides(apps, settings.get("gitops_apps_overrides") or {}))
     enabled = {name: app for name, app in catalog.items() if name in entries}
-    files: dict[str, str] = {}
     for name, app in sorted(enabled.items()):
         check_app(name, app, ctx)
+    files: dict[str, str] = {}
+    for name, app in sorted(enabled.items()):
         files.update(app_files(name, app, ctx))
     if SHARED_CONFIG in entries:
         files.update(shared_config(entries, enabled, ctx))
