@@ -264,7 +264,10 @@ def test_unknown_field_is_rejected_strictly(tmp_path: Path) -> None:
     code, report = validate(tmp_path, change, only=("schemas",))
     assert code == 1
     [problem] = messages(report, "schemas")
-    assert problem == f"kustomize build {WEB}: Deployment web: /spec: additional properties 'replica' not allowed"
+    assert problem == (
+        f"kustomize build {WEB}: Deployment web ({WEB}/deployment.yaml):"
+        " /spec: additional properties 'replica' not allowed"
+    )
 
 
 def test_unknown_top_level_field_of_a_custom_resource_is_rejected(tmp_path: Path) -> None:
