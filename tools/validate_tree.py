@@ -113,7 +113,7 @@ SECRET_KEY = re.compile(
 )
 KUBE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 REFERENCE_PREFIXES = ("$", "{{", "%", "<", "/", "*", "&", "!", "|", ">")
-MAX_SCAN_BYTES = 2_000_000
+MAX_SCAN_BYTES = 64_000_000  # vendored manifests run to megabytes; anything larger is not config
 
 
 class CannotValidate(Exception):
@@ -648,7 +648,8 @@ def check_kyverno(
         return
     summary = data.get("summary") or {}
     report.stats["kyverno"].update({k: summary.get(k, 0) for k in ("pass", "fail", "warn", "error", "skip")})
-    for res in data.get("results") or []:
+    results = sorted(data.get("results") or [], key=lambda r: json.dumps(r.get("resources"), sort_keys=True))
+    for res in results:
         if res.get("result") not in ("fail", "warn", "error"):
             continue
         mode = {"fail": "Enforce", "warn": "Audit", "error": "error"}[res["result"]]
@@ -1207,16 +1208,23 @@ def argocd_applies(doc: Mapping[str, Any]) -> bool:
     return "argocd.argoproj.io/hook" in annotations or not hooks or not hooks <= IGNORED_HELM_HOOKS
 
 
-def chart_pins(charts_file: Path) -> dict[str, dict[str, Any]]:
+def chart_pins(charts_file: Path, versions_file: Path) -> dict[str, dict[str, Any]]:
+    """gitops_charts, with `{{ x_version }}` references to versions.yml resolved (cilium's pin)."""
     pins = read_yaml_file(charts_file).get("gitops_charts") or {}
-    return {str(k): dict(v) for k, v in pins.items() if isinstance(v, Mapping)}
+    versions = read_yaml_file(versions_file)
+    out: dict[str, dict[str, Any]] = {}
+    for key, pin in pins.items():
+        if isinstance(pin, Mapping):
+            ref = re.fullmatch(r"\{\{\s*(\w+)\s*\}\}", str(pin.get("version", "")).strip())
+            out[str(key)] = {**pin, "version": str(versions.get(ref.group(1), pin["version"]))} if ref else dict(pin)
+    return out
 
 
 def render_charts(
     apps: Mapping[str, App], tools: Mapping[str, str], tree: Path, workdir: Path, *, opts: Options, report: Report
 ) -> tuple[dict[str, list[dict[str, Any]]], list[ChartResult]]:
     """Render every offline-available chart an Application uses; a result per gitops_charts pin."""
-    pins = chart_pins(opts.charts_file)
+    pins = chart_pins(opts.charts_file, opts.versions_file)
     results = {key: ChartResult(key, str(p.get("chart")), str(p.get("version"))) for key, p in pins.items()}
     by_chart = {(r.chart, r.version): r for r in results.values()}
     jobs: list[tuple[ChartJob, ChartResult]] = []

@@ -493,6 +493,13 @@ def test_secret_scan_reports_file_and_line_and_reads_keys_per_line() -> None:
     assert list(vt.scan_text("a/b.yaml", text)) == [("a/b.yaml", 7, "literal password assigned to adminPassword")]
 
 
+def test_chart_pins_resolve_version_references(tmp_path: Path) -> None:
+    charts, versions = tmp_path / "charts.yml", tmp_path / "versions.yml"
+    charts.write_text('gitops_charts:\n  cilium: {repo: r, chart: cilium, version: "{{ cilium_version }}"}\n')
+    versions.write_text('cilium_version: "1.20.2"\n')
+    assert vt.chart_pins(charts, versions) == {"cilium": {"repo": "r", "chart": "cilium", "version": "1.20.2"}}
+
+
 def test_project_globs() -> None:
     assert vt.glob_allows(["*"], "media")
     assert not vt.glob_allows(["*", "!kube-*"], "kube-system")
