@@ -1047,6 +1047,9 @@ OFFLINE_CHARTS: dict[str, ChartSource] = {
 }
 
 
+NO_OFFLINE_SOURCE = "no offline source: no module the Go proxy serves carries this chart (Helm repository only)"
+
+
 def go_download(module: str, version: str, toolchain: str) -> tuple[Path | None, str]:
     """The module's extracted directory in GOMODCACHE, fetching it through the proxy once."""
     cmd = ["go", "mod", "download", "-json", f"{module}@{version}"]
@@ -1238,7 +1241,7 @@ def render_charts(
             result.apps.append(app.name)
             offline = OFFLINE_CHARTS.get(name)
             if offline is None:
-                result.reason = result.reason or "no offline source (the chart is published in a Helm repository only)"
+                result.reason = result.reason or NO_OFFLINE_SOURCE
                 continue
             chart_dir, why = cached_chart(name, version, offline, opts.toolchain)
             if chart_dir is None:

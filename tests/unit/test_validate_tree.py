@@ -233,7 +233,7 @@ def test_a_valid_tree_passes_every_check(tmp_path: Path) -> None:
     assert stats["graph"] == {"applications": 5, "projects": 2}
     [chart] = stats["charts"]
     assert not chart["rendered"]
-    assert "Helm repository" in chart["reason"]
+    assert chart["reason"] == vt.NO_OFFLINE_SOURCE
 
 
 def test_application_pointing_at_a_missing_path(tmp_path: Path) -> None:
