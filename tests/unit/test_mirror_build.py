@@ -60,12 +60,16 @@ def test_cache_root() -> None:
 # --- upstream layout ------------------------------------------------------------------------
 
 
-def _render_download_urls(versions: dict[str, str]) -> dict[str, str]:
+def _render_download_urls(versions: dict[str, str], variant: str = "standard") -> dict[str, str]:
     """The role's URL templates rendered with an empty prefix: the path under the mirror root."""
     data = yaml.safe_load(DOWNLOADS.read_text())
-    context = {**versions, "download_url_prefix": "", "node_arch": "amd64"}
+    context = {**versions, "download_url_prefix": "", "node_arch": "amd64", "argocd_install_variant": variant}
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    return {k: env.from_string(v).render(context) for k, v in data.items() if k.endswith("_download_url")}
+    urls = {k: v for k, v in data.items() if k.endswith("_url") and k != "download_mirror_url"}
+    # URLs built from other URLs (the chart from its repository) resolve in file order.
+    for key, template in urls.items():
+        context[key] = urls[key] = env.from_string(template).render(context)
+    return urls
 
 
 def test_layout_matches_the_roles_download_urls() -> None:
@@ -78,6 +82,20 @@ def test_layout_matches_the_roles_download_urls() -> None:
     assert urls["cni_plugins_download_url"] == str(mb.cni_tarball_path(v["cni_plugins_version"]))
     assert urls["crictl_download_url"] == str(mb.crictl_tarball_path(v["crictl_version"]))
     assert urls["helm_download_url"] == str(mb.helm_tarball_path(v["helm_version"]))
+    assert urls["cilium_chart_download_url"] == str(mb.cilium_chart_path(v["cilium_version"]))
+    assert urls["cilium_chart_repo_url"] + "/index.yaml" == str(mb.cilium_chart_path("1.0.0").with_name("index.yaml"))
+    for variant in ("standard", "ha"):
+        manifest = _render_download_urls(versions, variant)["argocd_install_manifest_url"]
+        assert manifest == str(mb.argocd_manifest_path(v["argocd_version"], variant))
+
+
+def test_gitops_layout_paths() -> None:
+    assert str(mb.cilium_chart_path("1.20.2")) == "helm.cilium.io/cilium-1.20.2.tgz"
+    base = "raw.githubusercontent.com/argoproj/argo-cd/v3.6.1/manifests"
+    assert str(mb.argocd_manifest_path("3.6.1")) == f"{base}/install.yaml"
+    assert str(mb.argocd_manifest_path("3.6.1", "ha")) == f"{base}/ha/install.yaml"
+    with pytest.raises(ValueError, match="unknown ArgoCD install variant"):
+        mb.argocd_manifest_path("3.6.1", "core")
 
 
 def test_layout_paths() -> None:
@@ -188,6 +206,7 @@ def test_artifacts_node_group_first_and_unique() -> None:
     groups = [a.group for a in arts]
     assert groups == sorted(groups, key=mb.GROUPS.index)
     assert {a.name for a in mb.select(arts, ["tools"])} == {"helm"}
+    assert {a.name for a in mb.select(arts, ["gitops"])} == {"cilium-chart", "argocd-manifests", "gateway-api-crds"}
     # The validation tools are built for this machine only when asked for.
     assert mb.select(arts, []) == [a for a in arts if a.group not in mb.LOCAL_GROUPS]
     tools = mb.select(arts, ["validate-tools"])
@@ -300,3 +319,73 @@ def test_write_tar_gz_is_reproducible(tmp_path: Path) -> None:
         assert tar.getnames() == ["bin", "bin/ctr"]
         ctr = tar.getmember("bin/ctr")
         assert (ctr.mode, ctr.uid, ctr.mtime) == (0o755, 0, 1_700_000_000)
+
+
+# --- gitops group ---------------------------------------------------------------------------
+
+
+def _module(tmp_path: Path, files: dict[str, str]) -> object:
+    """A stand-in for a downloaded module zip: its directory with the given files."""
+    for rel, text in files.items():
+        (tmp_path / "mod" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "mod" / rel).write_text(text)
+    return mb.ModuleInfo(
+        "example.org/m", "v1.0.0", tmp_path / "mod", tmp_path / "mod" / "go.mod", "2026-01-01T00:00:00Z"
+    )
+
+
+def test_argocd_manifests_are_copied_byte_for_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {"manifests/install.yaml": "kind: A\n", "manifests/ha/install.yaml": "kind: B\n"}
+    calls: list[tuple[str, str, str]] = []
+
+    def download(_ctx: object, module: str, version: str, toolchain: str = "") -> object:
+        calls.append((module, version, toolchain))
+        return _module(tmp_path, files)
+
+    monkeypatch.setattr(mb, "go_download", download)
+    ctx = mb.Ctx(mb.Layout(tmp_path / "cache"), {"argocd_version": "3.6.1", "go_toolchain_version": "1.27.3"})
+    mb.build_argocd_manifests(ctx)
+    # argo-cd's go.mod asks for Go 1.27: the download runs with the pinned toolchain.
+    assert calls == [("github.com/argoproj/argo-cd/v3", "v3.6.1", "go1.27.3")]
+    for variant, text in (("standard", "kind: A\n"), ("ha", "kind: B\n")):
+        out = ctx.layout.files / mb.argocd_manifest_path("3.6.1", variant)
+        assert out.read_text() == text
+    recorded = {o["path"] for o in ctx.outputs}
+    assert recorded == {f"files/{mb.argocd_manifest_path('3.6.1', v)}" for v in ("standard", "ha")}
+
+
+def test_argocd_manifests_missing_from_the_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mb, "go_download", lambda *_a, **_k: _module(tmp_path, {"manifests/install.yaml": "x"}))
+    ctx = mb.Ctx(mb.Layout(tmp_path / "cache"), {"argocd_version": "3.6.1", "go_toolchain_version": "1.27.3"})
+    with pytest.raises(mb.BuildError, match=r"has no manifests/ha/install\.yaml"):
+        mb.build_argocd_manifests(ctx)
+
+
+@pytest.mark.parametrize(
+    ("chart_yaml", "message"),
+    [("name: cilium\nversion: 1.20.1\n", "is version 1.20.1, not 1.20.2"), (None, "has no chart in")],
+)
+def test_cilium_chart_must_match_the_pin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chart_yaml: str | None, message: str
+) -> None:
+    files = {f"{mb.CILIUM_CHART_DIR}/Chart.yaml": chart_yaml} if chart_yaml else {"README.md": ""}
+    monkeypatch.setattr(mb, "go_download", lambda *_a, **_k: _module(tmp_path, files))
+    ctx = mb.Ctx(mb.Layout(tmp_path / "cache"), {"cilium_version": "1.20.2", "helm_version": "3.22.0"})
+    with pytest.raises(mb.BuildError, match=message):
+        mb.build_cilium_chart(ctx)
+
+
+def test_packaging_helm_comes_from_the_mirror_or_tools(tmp_path: Path) -> None:
+    layout = mb.Layout(tmp_path)
+    ctx = mb.Ctx(layout, {"helm_version": "3.22.0"})
+    with pytest.raises(mb.BuildError, match="--only tools gitops"):
+        mb.packaging_helm(ctx)
+    layout.tools_bin.mkdir(parents=True)
+    (layout.tools_bin / "helm").write_bytes(b"#!/bin/sh\n")
+    assert mb.packaging_helm(ctx) == layout.tools_bin / "helm"
+    binary = tmp_path / "helm"
+    binary.write_bytes(b"ELF")
+    mb.write_tar_gz(layout.files / mb.helm_tarball_path("3.22.0"), [("linux-amd64/helm", binary)], 0)
+    unpacked = mb.packaging_helm(ctx)
+    assert unpacked.read_bytes() == b"ELF"
+    assert unpacked.stat().st_mode & 0o111
