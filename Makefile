@@ -76,7 +76,7 @@ e2e: venv node-images mirror-up ## End-to-end: fresh lab cluster, then what a us
 	$(BIN)/pytest -v -s tests/e2e
 
 .PHONY: test
-test: lint syntax unit molecule e2e ## Everything CI runs
+test: lint syntax validate-tools unit validate-tree molecule e2e ## Everything CI runs
 
 .PHONY: collection
 collection: venv ## Build the Ansible collection tarball

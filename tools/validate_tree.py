@@ -88,6 +88,10 @@ CRD_PROVIDERS: dict[str, tuple[str, ...]] = {
     "externaldns.k8s.io": ("external-dns",),
     "ingress.v1.haproxy.org": ("haproxy-gateway",),
     "ingress.v3.haproxy.org": ("haproxy-gateway",),
+    "gate.v3.haproxy.org": ("haproxy-gateway",),
+    # csi-driver-nfs's chart installs the external snapshotter (CRDs and controller), which
+    # Kubernetes does not ship; rook-ceph's VolumeSnapshotClass needs it.
+    "snapshot.storage.k8s.io": ("nas-storage",),
 }
 # Groups whose CRDs exist before the root Application first syncs (installed by the playbooks).
 BOOTSTRAP_GROUPS: dict[str, str] = {
