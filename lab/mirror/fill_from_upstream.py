@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build  # the sibling builder holds the layout rules
+import yaml
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,43 @@ def downloads(versions: Mapping[str, str], arch: str = build.ARCH) -> list[Downl
     out.append(Download(runc, runc_sums, runc_sums))
     out += [Download(rel, build.checksum_path(rel, sfx), build.checksum_path(rel, sfx)) for rel, sfx in pairs]
     return out
+
+
+def gitops_files(versions: Mapping[str, str]) -> list[PurePosixPath]:
+    """The Cilium chart repository's index and chart, and ArgoCD's manifests (no checksum files)."""
+    chart = build.cilium_chart_path(build.pin(versions, "cilium_version"))
+    argocd = build.pin(versions, "argocd_version")
+    return [
+        chart.with_name("index.yaml"),
+        chart,
+        *(build.argocd_manifest_path(argocd, variant) for variant in build.ARGOCD_MANIFESTS),
+    ]
+
+
+def chart_digest(index: object, name: str, version: str) -> str:
+    """The sha256 a Helm repository index lists for one chart version."""
+    entries = index.get("entries", {}).get(name, []) if isinstance(index, dict) else []
+    for entry in entries:
+        if str(entry.get("version")) == version and entry.get("digest"):
+            return str(entry["digest"])
+    raise build.BuildError(f"the chart repository index lists no {name} {version}")
+
+
+def fill_gitops_file(files: Path, rel: PurePosixPath, versions: Mapping[str, str]) -> None:
+    """Upstream publishes no checksum files for these; the chart is checked against its index."""
+    dest = files / rel
+    if rel.suffix == ".tgz":
+        index = yaml.safe_load((files / rel.with_name("index.yaml")).read_text(encoding="utf-8"))
+        want = chart_digest(index, "cilium", build.pin(versions, "cilium_version"))
+        if not (dest.is_file() and build.sha256_file(dest) == want):
+            build.say(f"fetching https://{rel}")
+            fetch(f"https://{rel}", dest)
+        if build.sha256_file(dest) != want:
+            dest.unlink()
+            raise build.BuildError(f"checksum mismatch for https://{rel}: the index says {want}")
+        return
+    build.say(f"fetching https://{rel}")
+    fetch(f"https://{rel}", dest)
 
 
 def images(versions: Mapping[str, str]) -> list[str]:
@@ -117,6 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"https://{item.rel} -> {layout.files / item.rel} (+ {item.checksum_rel.name})")
             else:
                 fill_file(layout.files, item)
+        # In order: the chart repository's index before the chart it vouches for.
+        for rel in gitops_files(versions):
+            if args.dry_run:
+                print(f"https://{rel} -> {layout.files / rel}")
+            else:
+                fill_gitops_file(layout.files, rel, versions)
         for ref in [] if args.no_images else images(versions):
             if args.dry_run:
                 print(f"docker pull {ref} -> {layout.images / build.image_tar_name(ref)}")
