@@ -649,6 +649,32 @@ def _check_node_labels(hosts_settings: Mapping[str, Mapping[str, Any]], errors: 
                     )
 
 
+def _check_bootstrap(
+    settings: Mapping[str, Any],
+    groups: Mapping[str, list[str]],
+    hosts_settings: Mapping[str, Mapping[str, Any]],
+    errors: list[str],
+) -> None:
+    """What the cni and argocd phases need from the cluster's shape."""
+    pod_cidr = settings.get("cluster_pod_cidr")
+    if _enabled(settings, "cilium") and isinstance(pod_cidr, str) and ":" in pod_cidr:
+        errors.append(
+            f"cluster_pod_cidr {pod_cidr} is IPv6, but cilium_values hands it to Cilium's IPv4 cluster pool: "
+            "use an IPv4 pod CIDR"
+        )
+    if not _enabled(settings, "argocd") or settings.get("argocd_install_variant") != "ha":
+        return
+    workers = len(groups.get("workers", []))
+    control_planes = groups.get("control_plane", [])
+    # Control planes run workloads only without their taint (kubeadm_control_plane_taints: []).
+    untainted = [h for h in control_planes if hosts_settings.get(h, {}).get("kubeadm_control_plane_taints") == []]
+    if workers + len(untainted) < 3:
+        errors.append(
+            f"argocd_install_variant ha spreads Redis HA over three nodes that run workloads, but this cluster "
+            f"has {workers + len(untainted)}: add workers or use argocd_install_variant standard"
+        )
+
+
 def validate(
     groups: Mapping[str, list[str]],
     hostvars: Mapping[str, Mapping[str, Any]],
@@ -675,5 +701,6 @@ def validate(
     _check_secrets(settings, errors)
     _check_site(settings, errors)
     _check_backup_target(settings, hosts_settings, errors)
+    _check_bootstrap(settings, groups, hosts_settings, errors)
     _check_node_labels(hosts_settings, errors)
     return errors
