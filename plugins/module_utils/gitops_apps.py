@@ -53,8 +53,11 @@ ROOT_REASON = "policy.homelab.dev/run-as-root-reason"
 # (the ArgoCD wiring and the platform's database loop read them from the catalog as written).
 CONTRACT_FIELDS = frozenset({"component", "path", "namespace", "project", "wave", "pod_security", "postgres"})
 APP_FIELDS = frozenset(
-    {*CONTRACT_FIELDS, "meshed", "postgres_direct", "redis", "redis_db", "secrets", "workloads", "namespaces"}
-)
+    {
+        *CONTRACT_FIELDS, "meshed", "postgres_direct", "postgres_extensions", "redis", "redis_db", "secrets",
+        "workloads", "namespaces",
+    }
+)  # fmt: skip
 CONTAINER_FIELDS = frozenset(
     {
         "image", "command", "args", "env", "env_from_secret", "ports", "probe", "resources", "mounts",
@@ -216,6 +219,18 @@ def check_app(name: str, app: Mapping[str, Any], ctx: Context) -> None:
             raise TreeError(f"{where}: kind must be Deployment or StatefulSet")
     if app.get("redis") not in (None, "cache", "queue"):
         raise TreeError(f"app {name}: redis must be cache or queue")
+    check_extensions(name, app)
+
+
+def check_extensions(name: str, app: Mapping[str, Any]) -> None:
+    """postgres_extensions: names the platform creates in the app's own database."""
+    extensions = app.get("postgres_extensions")
+    if extensions is None:
+        return
+    if not app.get("postgres"):
+        raise TreeError(f"app {name}: postgres_extensions needs postgres: true")
+    if not isinstance(extensions, list) or not all(isinstance(e, str) and e for e in extensions):
+        raise TreeError(f"app {name}: postgres_extensions must be a list of extension names")
 
 
 def substitute(value: Any, ctx: Context, where: str, secret_refs: bool = False) -> Any:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 import yaml
 
@@ -409,6 +410,21 @@ def test_postgres_apps_get_their_role_login(app: str) -> None:
     assert template["uri"].startswith(f'postgresql://{role}:{{{{ index . "password" | urlquery }}}}@platform-postgres')
 
 
+def test_platform_databases_create_the_extensions_dependencies_first() -> None:
+    """The platform side (databases.yaml.j2) turns postgres_extensions into the Database's extensions."""
+    template = REPO / "roles/gitops/templates/tree/cluster/platform/base/storage/postgres/platform-postgres"
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True)
+    text = env.from_string((template / "databases.yaml.j2").read_text()).render(
+        gitops_app_catalog=APPS, homelab_apps=ALL_APPS
+    )
+    databases = {d["spec"]["name"]: d["spec"] for d in yaml.safe_load_all(text) if d}
+    assert set(databases) == {n.replace("-", "_") for n, a in APPS.items() if a.get("postgres")}
+    names = [e["name"] for e in databases["immich"]["extensions"]]
+    assert set(names) >= {"vchord", "cube", "earthdistance"}
+    assert names.index("vector") < names.index("vchord") and names.index("cube") < names.index("earthdistance")
+    assert all("extensions" not in spec for name, spec in databases.items() if name != "immich")
+
+
 def test_docs_list_every_store_key_and_property() -> None:
     section = SECRETS_DOC.split("## Apps", 1)[1]
     rows = set(re.findall(r"^\| `([^`]+)` \| `?([^`|]+?)`? \|", section, flags=re.MULTILINE))
@@ -475,6 +491,8 @@ def broken(path: tuple[str, ...], value: Any) -> dict[str, Any]:
         (("vaultwarden", "workloads", "vaultwarden", "extends"), "nope.x", "names no workload"),
         (("homarr", "workloads", "homarr", "root_reason"), None, "say why in root_reason"),
         (("vaultwarden", "redis"), "sessions", "cache or queue"),
+        (("plex", "postgres_extensions"), ["pg_trgm"], "needs postgres: true"),
+        (("immich", "postgres_extensions"), "vchord", "list of extension names"),
     ],
 )
 def test_catalog_mistakes_are_reported(path: tuple[str, ...], value: Any, message: str) -> None:
