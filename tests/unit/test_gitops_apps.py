@@ -410,19 +410,67 @@ def test_postgres_apps_get_their_role_login(app: str) -> None:
     assert template["uri"].startswith(f'postgresql://{role}:{{{{ index . "password" | urlquery }}}}@platform-postgres')
 
 
+PLATFORM_POSTGRES = REPO / "roles/gitops/templates/tree/cluster/platform/base/storage/postgres/platform-postgres"
+PLATFORM_REDIS = REPO / "roles/gitops/templates/tree/cluster/platform/base/database/redis"
+
+
+def platform_docs(template: Path, apps_on: dict[str, bool], monitoring: bool = True) -> list[dict[str, Any]]:
+    """A platform template that loops over the app catalog, rendered as Ansible would (trim_blocks)."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True)
+    text = env.from_string(template.read_text()).render(
+        gitops_app_catalog=APPS,
+        gitops_catalog=COMPONENTS_CATALOG,
+        homelab_apps=apps_on,
+        homelab_components={**EXAMPLE["homelab_components"], "kube_prometheus_stack": monitoring},
+    )
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def sources(policy: dict[str, Any], port: int) -> set[str]:
+    """The namespaces a NetworkPolicy lets in on a port."""
+    return {
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for rule in policy["spec"]["ingress"]
+        if any(p["port"] == port for p in rule.get("ports", []))
+        for peer in rule["from"]
+        if "namespaceSelector" in peer
+    }
+
+
 def test_platform_databases_create_the_extensions_dependencies_first() -> None:
     """The platform side (databases.yaml.j2) turns postgres_extensions into the Database's extensions."""
-    template = REPO / "roles/gitops/templates/tree/cluster/platform/base/storage/postgres/platform-postgres"
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True)
-    text = env.from_string((template / "databases.yaml.j2").read_text()).render(
-        gitops_app_catalog=APPS, homelab_apps=ALL_APPS
-    )
-    databases = {d["spec"]["name"]: d["spec"] for d in yaml.safe_load_all(text) if d}
+    docs = platform_docs(PLATFORM_POSTGRES / "databases.yaml.j2", ALL_APPS)
+    databases = {d["spec"]["name"]: d["spec"] for d in docs}
     assert set(databases) == {n.replace("-", "_") for n, a in APPS.items() if a.get("postgres")}
     names = [e["name"] for e in databases["immich"]["extensions"]]
     assert set(names) >= {"vchord", "cube", "earthdistance"}
     assert names.index("vector") < names.index("vchord") and names.index("cube") < names.index("earthdistance")
     assert all("extensions" not in spec for name, spec in databases.items() if name != "immich")
+
+
+@pytest.mark.parametrize("apps_on", [ALL_APPS, dict.fromkeys(ALL_APPS, False)], ids=["all-apps", "no-apps"])
+def test_database_namespace_lets_in_exactly_the_clients(apps_on: dict[str, bool]) -> None:
+    on = {n: a for n, a in APPS.items() if apps_on.get(a["component"])}
+    pg = {d["metadata"]["name"]: d for d in platform_docs(PLATFORM_POSTGRES / "networkpolicies.yaml.j2", apps_on)}
+    redis = {d["metadata"]["name"]: d for d in platform_docs(PLATFORM_REDIS / "networkpolicies.yaml.j2", apps_on)}
+    assert pg["default-deny-ingress"]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    direct = {a["namespace"] for a in on.values() if a.get("postgres") and a.get("postgres_direct")}
+    pooled = {a["namespace"] for a in on.values() if a.get("postgres") and not a.get("postgres_direct")}
+    assert sources(pg["platform-postgres-instances"], 5432) == direct | {"cnpg-system"}
+    assert sources(pg["platform-postgres-instances"], 8000) == {"cnpg-system"}
+    assert sources(pg["platform-postgres-pooler-rw"], 5432) == pooled
+    for kind in ("cache", "queue"):
+        users = {a["namespace"] for a in on.values() if a.get("redis") == kind}
+        assert sources(redis[f"redis-{kind}"], 6379) == users | {"redis-operator"}
+        assert sources(redis[f"redis-{kind}"], 9121) == {"monitoring"}
+
+
+def test_database_namespace_without_monitoring_has_no_metrics_rules() -> None:
+    docs = platform_docs(PLATFORM_POSTGRES / "networkpolicies.yaml.j2", dict.fromkeys(ALL_APPS, False), False)
+    pooler = next(d for d in docs if d["metadata"]["name"] == "platform-postgres-pooler-rw")
+    assert pooler["spec"]["ingress"] == []
+    docs += platform_docs(PLATFORM_REDIS / "networkpolicies.yaml.j2", ALL_APPS, False)
+    assert all(not sources(d, port) for d in docs for port in (9121, 9127, 9187) if "ingress" in d["spec"])
 
 
 def test_docs_list_every_store_key_and_property() -> None:
