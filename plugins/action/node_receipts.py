@@ -90,7 +90,7 @@ class ActionModule(ActionBase):
     def load_vars(self, paths: Iterable[Path]) -> dict[str, Any]:
         merged: dict[str, Any] = {}
         for path in paths:
-            merged.update(self._loader.load_from_file(str(path)) or {})
+            merged.update(self._loader.load_from_file(str(path), trusted_as_template=True) or {})
         return merged
 
     def role_defaults(self, root: Path, seen: set[str]) -> dict[str, Any]:
