@@ -36,8 +36,10 @@ def install_engine() -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     print("docker_engine: installing docker.io with apt-get", flush=True)
     # A fresh machine may have no package lists yet; an update failure (one flaky mirror) is not fatal.
-    subprocess.run(["apt-get", "update", "-q"], env=env, check=False)
-    subprocess.run(["apt-get", "install", "-y", "-q", "docker.io"], env=env, check=True)
+    # Wait for a dpkg lock that another apt holds instead of failing.
+    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=300"]
+    subprocess.run([*apt, "update", "-q"], env=env, check=False)
+    subprocess.run([*apt, "install", "-y", "-q", "docker.io"], env=env, check=True)
 
 
 def start_dockerd() -> subprocess.Popen[bytes]:

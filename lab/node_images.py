@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -175,17 +176,24 @@ def current_key(ref: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
+# Images build in parallel threads: one of them installs debootstrap, the others wait for it.
+_DEBOOTSTRAP_LOCK = threading.Lock()
+# apt waits for a dpkg lock held by another apt (e.g. the docker engine's install) instead of failing.
+APT_LOCK_WAIT = ["-o", "DPkg::Lock::Timeout=300"]
+
+
 def ensure_debootstrap(suite: str) -> None:
-    if shutil.which("debootstrap") is None:
-        log("installing debootstrap")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-q"], env=env, check=False)
-        run(["apt-get", "install", "-y", "-q", "debootstrap"], env=env)
-    scripts = Path("/usr/share/debootstrap/scripts")
-    # An older debootstrap may not know a newer suite; every Debian suite uses the sid script.
-    if not (scripts / suite).exists():
-        log(f"debootstrap has no script for {suite}; linking it to sid")
-        (scripts / suite).symlink_to("sid")
+    with _DEBOOTSTRAP_LOCK:
+        if shutil.which("debootstrap") is None:
+            log("installing debootstrap")
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+            subprocess.run(["apt-get", *APT_LOCK_WAIT, "update", "-q"], env=env, check=False)
+            run(["apt-get", *APT_LOCK_WAIT, "install", "-y", "-q", "debootstrap"], env=env)
+        scripts = Path("/usr/share/debootstrap/scripts")
+        # An older debootstrap may not know a newer suite; every Debian suite uses the sid script.
+        if not (scripts / suite).exists():
+            log(f"debootstrap has no script for {suite}; linking it to sid")
+            (scripts / suite).symlink_to("sid")
 
 
 def mask_units(rootfs: Path) -> None:
