@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tarfile
@@ -26,6 +27,12 @@ KEY_LABEL = "io.homelab.mirror.key"
 REGISTRY_DATA = "/var/lib/docker-registry"
 FILES_DIR = "/srv/mirror/files"
 REGISTRY_CONFIG_PATH = "/etc/docker/registry/lab.yml"
+# The lab's Git server (lab/git_http.py): the GitOps repository the gitops role pushes to and
+# ArgoCD pulls from, over HTTP with a password, like a private repository on a forge.
+GIT_ROOT = "/srv/git"
+GIT_SERVER_SCRIPT = "/usr/local/lib/homelab/git_http.py"
+GIT_PASSWORD_PATH = "/run/homelab/git-password"
+GIT_REPOS = ("cluster.git",)
 MANIFEST_TYPES = ", ".join(
     [
         "application/vnd.docker.distribution.manifest.v2+json",
@@ -48,6 +55,7 @@ class Settings:
     mirror_registry_port: int
     mirror_download_url: str
     mirror_image_url: str
+    mirror_git_port: int
 
     @classmethod
     def load(cls, path: Path = SETTINGS_FILE) -> Settings:
@@ -153,7 +161,7 @@ def mirror_dockerfile() -> str:
         [
             f"FROM {node_images.image_ref(BASE_FLAVOUR)}",
             "RUN apt-get update -q \\",
-            " && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry \\",
+            " && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry git \\",
             " && apt-get clean && rm -rf /var/lib/apt/lists/* \\",
             f" && printf '%s\\n' {config_lines} > {REGISTRY_CONFIG_PATH}",
             # No systemd here: two plain processes, so no capabilities are needed.
@@ -175,7 +183,7 @@ def ensure_mirror_image() -> None:
     if current.returncode == 0 and current.stdout.strip() == key:
         return
     node_images.ensure_image(BASE_FLAVOUR, force=False)
-    log(f"building {MIRROR_IMAGE} (apt-get install docker-registry)")
+    log(f"building {MIRROR_IMAGE} (apt-get install docker-registry git)")
     env = dict(os.environ, DOCKER_BUILDKIT="0")
     result = subprocess.run(
         ["docker", "build", "--quiet", "--label", f"{KEY_LABEL}={key}", "--tag", MIRROR_IMAGE, "-"],
@@ -192,15 +200,32 @@ def ensure_mirror_image() -> None:
 # --- container -------------------------------------------------------------------------------
 
 
+def git_password_file(cache: Path) -> Path:
+    """The lab Git server's password, created once (random, mode 0600): the lab inventory's
+    homelab_secret_refs.gitops_repo_password points at this file."""
+    path = cache / "lab" / "git-server" / "password"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(24) + "\n")
+    return path
+
+
 def run_args(settings: Settings, cache: Path) -> list[str]:
     files = cache / "mirror" / "files"
     registry = cache / "mirror-registry"
+    git_root = cache / "lab" / "git-server" / "repos"
     files.mkdir(parents=True, exist_ok=True)
     registry.mkdir(parents=True, exist_ok=True)
-    http, reg = settings.mirror_http_port, settings.mirror_registry_port
+    git_root.mkdir(parents=True, exist_ok=True)
+    password = git_password_file(cache)
+    http, reg, git = settings.mirror_http_port, settings.mirror_registry_port, settings.mirror_git_port
+    repos = " ".join(f"--repo {name}" for name in GIT_REPOS)
     script = (
         f"python3 -m http.server --bind 0.0.0.0 --directory {FILES_DIR} {http} & "
         f"docker-registry serve {REGISTRY_CONFIG_PATH} & "
+        f"python3 {GIT_SERVER_SCRIPT} --root {GIT_ROOT} --password-file {GIT_PASSWORD_PATH} --port {git} {repos} & "
         # Either one dying stops the container, and the restart policy brings both back.
         "wait -n; exit 1"
     )
@@ -212,6 +237,9 @@ def run_args(settings: Settings, cache: Path) -> list[str]:
         f"--publish=127.0.0.1:{reg}:{reg}",
         f"--mount=type=bind,source={files},target={FILES_DIR},readonly",
         f"--mount=type=bind,source={registry},target={REGISTRY_DATA}",
+        f"--mount=type=bind,source={git_root},target={GIT_ROOT}",
+        f"--mount=type=bind,source={LAB_DIR / 'git_http.py'},target={GIT_SERVER_SCRIPT},readonly",
+        f"--mount=type=bind,source={password},target={GIT_PASSWORD_PATH},readonly",
         f"--env=REGISTRY_HTTP_ADDR=0.0.0.0:{reg}",
         "--restart=unless-stopped",
         "--init",
@@ -256,12 +284,22 @@ def ensure_container(settings: Settings, cache: Path) -> None:
 
 def wait_until_serving(settings: Settings, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    urls = [host_registry_url(settings) + "/v2/", f"http://{settings.mirror_ipv4_address}:{settings.mirror_http_port}/"]
+    address = settings.mirror_ipv4_address
+    urls = [
+        host_registry_url(settings) + "/v2/",
+        f"http://{address}:{settings.mirror_http_port}/",
+        f"http://{address}:{settings.mirror_git_port}/",
+    ]
     pending = list(urls)
     while pending and time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(pending[0], timeout=2):
                 pending.pop(0)
+        except urllib.error.HTTPError as error:
+            # The Git server answers 401 without credentials: it is up.
+            if error.code != 401:
+                raise
+            pending.pop(0)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.3)
     if pending:

@@ -1,11 +1,14 @@
 # The gitops role as a user runs it: playbooks/gitops.yml against a real Git working copy.
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
+import secrets
 import subprocess
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +159,53 @@ def test_a_custom_app_is_one_line_and_its_directory_stays_the_users(
     bad = run_role(tmp_path / "other", {"gitops_custom_apps": {"wiki": "games"}})
     assert bad.rc != 0
     assert "gitops_custom_apps.wiki: area games is not one of media, productivity, ai, web" in bad.out
+
+
+@pytest.fixture
+def git_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """The lab's Git server (lab/git_http.py) on a free local port: (repository URL, token)."""
+    spec = importlib.util.spec_from_file_location("git_http", REPO / "lab" / "git_http.py")
+    assert spec and spec.loader
+    git_http = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(git_http)
+    token = secrets.token_urlsafe(16)
+    root = tmp_path / "served"
+    root.mkdir()
+    git_http.ensure_repository(root, "cluster.git")
+    server = git_http.make_server(root, ("git", token), 0, "127.0.0.1")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/cluster.git", token
+    server.shutdown()
+
+
+def test_push_over_http_with_the_referenced_token_which_stays_secret(
+    run_role: Callable[..., Run], tmp_path: Path, git_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, token = git_server
+    settings = {
+        "gitops_repo_url": url,
+        "gitops_push": True,
+        "homelab_secret_refs": {"gitops_repo_password": "env:HOMELAB_TEST_GIT_TOKEN"},
+    }
+    monkeypatch.setenv("HOMELAB_TEST_GIT_TOKEN", token)
+    dest = tmp_path / "gitops"
+    first = run_role(dest, settings, "-v")
+    assert first.rc == 0, first.out
+    remote_head = git(dest, "ls-remote", str(tmp_path / "served" / "cluster.git"), "main").split()[0]
+    assert remote_head == git(dest, "rev-parse", "HEAD").strip()
+    assert token not in first.out
+    for path in dest.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), f"the token was written to {path}"
+    # A second controller clones with the same reference; a wrong token is refused clearly.
+    assert run_role(tmp_path / "second", settings).rc == 0
+    monkeypatch.setenv("HOMELAB_TEST_GIT_TOKEN", token + "x")
+    refused = run_role(tmp_path / "third", settings)
+    assert refused.rc != 0
+    assert "Check gitops_repo_url and its credentials (homelab_secret_refs.gitops_repo_password)" in refused.out
+    assert token not in refused.out
+    monkeypatch.delenv("HOMELAB_TEST_GIT_TOKEN")
+    unset = run_role(tmp_path / "fourth", settings)
+    assert unset.rc != 0
+    assert "HOMELAB_TEST_GIT_TOKEN" in unset.out
