@@ -72,7 +72,7 @@ molecule: venv node-images mirror-up ## Run every molecule scenario
 	for s in molecule/*/molecule.yml; do s=$${s#molecule/}; $(BIN)/molecule test -s "$${s%/molecule.yml}"; done
 
 .PHONY: e2e
-e2e: venv node-images mirror-up ## End-to-end: fresh lab cluster, then what a user checks (HA, VIP failover, rerun, add a node)
+e2e: venv node-images mirror-up validate-tools ## End-to-end: fresh lab cluster, then what a user checks (HA, VIP failover, rerun, add a node, the tree dry-run on the API)
 	$(BIN)/pytest -v -s tests/e2e
 
 .PHONY: test

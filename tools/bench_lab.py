@@ -11,7 +11,11 @@ and then, on freshly created containers of the same 3 + 2 topology,
   (d) what an expert would type by hand with the same artefacts: the same mirror downloads,
       the configuration files the roles rendered on the converged nodes (copied, so the
       baseline measures commands, not templating), keepalived and HAProxy from apt, then
-      `kubeadm init`, control-plane joins one at a time and worker joins in parallel, over SSH.
+      `kubeadm init`, control-plane joins one at a time and worker joins in parallel, over SSH;
+      then the bootstrap site.yml also does: `helm upgrade --install` of the Cilium chart with
+      the tree's values, ArgoCD's install manifest, its repository Secret, the AppProjects and
+      the root Application with kubectl, and the GitOps tree (as (a) wrote it) committed and
+      pushed to a fresh repository.
 It prints a table with the ratios against the targets and saves the figures as JSON under
 $HOMELAB_CACHE/bench/. It removes the lab node containers at the start and at the end.
 Run: `make bench` (.venv/bin/python tools/bench_lab.py).
@@ -28,6 +32,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -48,6 +53,8 @@ LAB = REPO / "lab" / "lab.py"
 INVENTORY = REPO / "inventory" / "lab"
 DEFAULTS = REPO / "roles" / "cluster_defaults" / "defaults" / "main"
 CACHE = Path(os.environ.get("HOMELAB_CACHE", Path.home() / ".cache" / "homelab-bootstrap"))
+# The GitOps working copy of the lab (inventory/lab: gitops_repo_local_path).
+LAB_TREE = CACHE / "lab" / "gitops"
 CONTROL_PLANES = {"cp1": "172.30.0.11", "cp2": "172.30.0.12", "cp3": "172.30.0.13"}
 WORKER_BASE = 21  # worker<N> is 172.30.0.<20 + N> (lab.py's static range)
 RECAP_RE = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)", re.M)
@@ -299,13 +306,59 @@ def join_config(name: str, address: str, *, token: str, ca_hash: str, cert_key: 
     return yaml.safe_dump(document, sort_keys=False)
 
 
+def run_local(cmd: list[str], cwd: Path | None = None) -> None:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed ({proc.returncode}): {(proc.stderr + proc.stdout)[-3000:]}")
+
+
+def bootstrap_baseline(cp1: str, tree: Path, versions: dict[str, Any], settings: dict[str, Any], work: Path) -> None:
+    """The bootstrap phases by hand: Cilium with helm, ArgoCD and its hand-off with kubectl, the tree into Git."""
+    files = CACHE / "mirror" / "files"
+    chart = files / "helm.cilium.io" / f"cilium-{versions['cilium_version']}.tgz"
+    argocd = f"raw.githubusercontent.com/argoproj/argo-cd/v{versions['argocd_version']}"
+    manifest = files / argocd / "manifests" / "install.yaml"
+    kubeconfig = work / "admin.conf"
+    endpoint = f"https://{settings['cluster_api_vip']}:{settings['cluster_api_port']}"
+    admin = re.sub(r"server: \S+", f"server: {endpoint}", ssh(cp1, "cat /etc/kubernetes/admin.conf").decode())
+    kubeconfig.write_text(admin)
+    kubeconfig.chmod(0o600)
+    values = tree / "cluster/platform/base/networking/cilium/values.yaml"
+    helm = CACHE / "tools" / "bin" / "helm"
+    run_local([str(helm), "upgrade", "--install", "cilium", str(chart), "--namespace", "kube-system",
+               "--kubeconfig", str(kubeconfig), "--values", str(values)])  # fmt: skip
+    kubectl = "kubectl --kubeconfig=/etc/kubernetes/admin.conf"
+    ssh(cp1, f"{kubectl} create namespace argocd && {kubectl} apply --server-side -n argocd -f - >/dev/null",
+        manifest.read_bytes())  # fmt: skip
+    ssh(cp1, f"{kubectl} wait --for condition=Established --timeout 120s"
+        " crd/applications.argoproj.io crd/appprojects.argoproj.io crd/applicationsets.argoproj.io")  # fmt: skip
+    ssh(cp1, f"{kubectl} -n argocd create secret generic gitops-repo --from-literal=type=git"
+        f" --from-literal=url={settings['gitops_repo_url']} --from-literal=username=git --from-file=password=/dev/stdin"
+        f" && {kubectl} -n argocd label secret gitops-repo argocd.argoproj.io/secret-type=repository",
+        b"bench-password")  # fmt: skip
+    projects = sorted((tree / "cluster/platform/gitops/argocd/projects").glob("*.yaml"))
+    docs = [p.read_text() for p in projects if p.name != "kustomization.yaml"]
+    docs.append((tree / "cluster/bootstrap/root-application/root-app.yaml").read_text())
+    ssh(cp1, f"{kubectl} apply -f -", "\n---\n".join(docs).encode())
+    repo, remote = work / "gitops", work / "gitops-remote.git"
+    run_local(["git", "init", "--quiet", "--bare", "--initial-branch", "main", str(remote)])
+    run_local(["cp", "-r", str(tree), str(repo)])
+    for cmd in (
+        ["git", "init", "--quiet", "--initial-branch", "main"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "--quiet", "-m", "tree"],
+        ["git", "push", "--quiet", f"file://{remote}", "main"],
+    ):
+        run_local(cmd, cwd=repo)
+
+
 def parallel(func: Callable[[str], Any], names: Iterable[str]) -> list[Any]:
     names = list(names)
     with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
         return list(pool.map(func, names))
 
 
-def baseline(nodes: dict[str, str], files: dict[str, bytes], logs: Path) -> Run:
+def baseline(nodes: dict[str, str], files: dict[str, bytes], tree: Path, logs: Path) -> Run:
     """(d): the bare kubeadm script on fresh containers, timed per phase."""
     versions = yaml.safe_load((DEFAULTS / "versions.yml").read_text())
     settings = yaml.safe_load((INVENTORY / "group_vars" / "all" / "cluster.yml").read_text())
@@ -347,6 +400,12 @@ def baseline(nodes: dict[str, str], files: dict[str, bytes], logs: Path) -> Run:
     parallel(join, workers)
     phases["worker_joins"] = time.monotonic() - mark
     log(f"baseline: worker joins in {phases['worker_joins']:.1f} s")
+    mark = time.monotonic()
+    work = logs / "baseline-bootstrap"
+    work.mkdir()
+    bootstrap_baseline(nodes["cp1"], tree, versions, settings, work)
+    phases["bootstrap"] = time.monotonic() - mark
+    log(f"baseline: Cilium, ArgoCD and the GitOps tree in {phases['bootstrap']:.1f} s")
     seconds = time.monotonic() - start
 
     registered = ssh(nodes["cp1"], "kubectl --kubeconfig=/etc/kubernetes/admin.conf get nodes -o name").decode().split()
@@ -445,6 +504,7 @@ def main() -> None:
     try:
         if args.baseline_only:
             files = {name: (args.baseline_only / "rendered" / f"{name}.tar").read_bytes() for name in first_nodes}
+            tree = args.baseline_only / "rendered" / "gitops"
         else:
             create_nodes(2)
             record(site("full", logs, 5))
@@ -453,12 +513,15 @@ def main() -> None:
             (logs / "rendered").mkdir()
             for name, data in files.items():
                 (logs / "rendered" / f"{name}.tar").write_bytes(data)
+            # The tree (a) wrote, without its history: the baseline commits it afresh.
+            tree = logs / "rendered" / "gitops"
+            shutil.copytree(LAB_TREE, tree, ignore=shutil.ignore_patterns(".git"))
             for count in range(3, args.grow_to + 1):
                 create_nodes(count)
                 record(site(f"add-worker{count}", logs, 3 + count - 1))
             lab("down")
         create_nodes(2)
-        record(baseline(first_nodes, files, logs))
+        record(baseline(first_nodes, files, tree, logs))
     finally:
         # The lab stays down afterwards (also after a failure) unless asked otherwise.
         if not args.keep:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import ssl
 import subprocess
 import sys
@@ -22,6 +23,10 @@ LOGS = CACHE / "lab" / "logs"
 LAB_SETTINGS = yaml.safe_load((REPO / "inventory/lab/group_vars/all/cluster.yml").read_text())
 VIP = LAB_SETTINGS["cluster_api_vip"]
 VIP_PORT = LAB_SETTINGS["cluster_api_port"]
+# The external-secrets bootstrap token the argocd phase writes into the cluster, from the
+# reference in inventory/lab (env:HOMELAB_SECRET_STORE_TOKEN): random per session, so that the
+# tests find it in the cluster and nowhere else.
+SECRET_STORE_TOKEN = secrets.token_urlsafe(24)
 RECAP_RE = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -46,6 +51,7 @@ def lab_up(name: str, *args: str) -> LabRun:
         text=True,
         cwd=REPO,
         check=False,
+        env={**os.environ, "HOMELAB_SECRET_STORE_TOKEN": SECRET_STORE_TOKEN},
     )
     run = LabRun(proc.stdout + proc.stderr, proc.returncode, time.monotonic() - start)
     (LOGS / f"{name}.log").write_text(run.output)

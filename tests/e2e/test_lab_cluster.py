@@ -1,16 +1,34 @@
 # End to end, on the lab: the HA control plane a user gets from `make lab`, checked from outside.
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import re
 import stat
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client, config
 
-from tests.e2e.conftest import CACHE, LOGS, VIP, VIP_PORT, LabRun, https_ok, kubectl, lab_up, node_exec
+from tests.conftest import REPO
+from tests.e2e.conftest import (
+    CACHE,
+    LAB_SETTINGS,
+    LOGS,
+    SECRET_STORE_TOKEN,
+    VIP,
+    VIP_PORT,
+    LabRun,
+    https_ok,
+    kubectl,
+    lab_up,
+    node_exec,
+)
 
 CONTROL_PLANES = ["cp1", "cp2", "cp3"]
 WORKERS = ["worker1", "worker2"]
@@ -44,7 +62,7 @@ def test_all_nodes_registered_with_roles(first_run: LabRun) -> None:
 
 
 def test_nodes_wait_for_a_cni(first_run: LabRun) -> None:
-    """No CNI runs in the lab yet (the cni phase is a later issue): nodes are NotReady for that reason only."""
+    """Cilium is installed but its images are not in the mirror yet: nodes are NotReady for that reason only."""
     for name, node in nodes().items():
         ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
         assert ready["status"] == "False", name
@@ -95,6 +113,147 @@ def test_user_kubeconfig_reaches_the_api_through_the_vip(first_run: LabRun) -> N
     assert api.configuration.host == f"https://{VIP}:{VIP_PORT}"
     names = {n.metadata.name for n in client.CoreV1Api(api).list_node().items}
     assert set(CONTROL_PLANES) <= names
+
+
+# --- cni and argocd phases: what the lab proves without the Cilium and ArgoCD images -------
+
+
+VERSIONS = yaml.safe_load((REPO / "roles/cluster_defaults/defaults/main/versions.yml").read_text())
+# inventory/lab/group_vars/all/cluster.yml: the working copy beside the lab's other state.
+GITOPS_TREE = CACHE / "lab" / "gitops"
+ARGOCD_CRDS = ("applications.argoproj.io", "appprojects.argoproj.io", "applicationsets.argoproj.io")
+
+
+def helm_release(name: str, namespace: str) -> dict:
+    """The newest revision of a Helm release, decoded from its Secret (base64 of gzipped JSON)."""
+    items = json.loads(kubectl("-n", namespace, "get", "secrets", "-l", f"owner=helm,name={name}", "-o", "json"))
+    assert items["items"], f"no Helm release {namespace}/{name}"
+    latest = max(items["items"], key=lambda item: int(item["metadata"]["labels"]["version"]))
+    return json.loads(gzip.decompress(base64.b64decode(base64.b64decode(latest["data"]["release"]))))
+
+
+def test_cilium_release_replaces_kube_proxy_through_the_api_endpoint(first_run: LabRun) -> None:
+    release = helm_release("cilium", "kube-system")
+    assert release["info"]["status"] == "deployed"
+    assert release["chart"]["metadata"]["version"] == VERSIONS["cilium_version"]
+    values = release["config"]
+    assert values["kubeProxyReplacement"] is True
+    assert values["k8sServiceHost"] == LAB_SETTINGS["cluster_api_dns_name"]
+    assert values["k8sServicePort"] == VIP_PORT
+    assert values["ipam"]["operator"]["clusterPoolIPv4PodCIDRList"] == [LAB_SETTINGS["cluster_pod_cidr"]]
+    assert values["operator"]["replicas"] == 2
+
+
+def test_cilium_objects_exist_and_kube_proxy_does_not(first_run: LabRun) -> None:
+    config = json.loads(kubectl("-n", "kube-system", "get", "configmap", "cilium-config", "-o", "json"))["data"]
+    assert config["kube-proxy-replacement"] == "true"
+    assert config["ipam"] == "cluster-pool"
+    assert config["cluster-pool-ipv4-cidr"] == LAB_SETTINGS["cluster_pod_cidr"]
+    agent = json.loads(kubectl("-n", "kube-system", "get", "daemonset", "cilium", "-o", "json"))
+    container = next(c for c in agent["spec"]["template"]["spec"]["containers"] if c["name"] == "cilium-agent")
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert env["KUBERNETES_SERVICE_HOST"] == LAB_SETTINGS["cluster_api_dns_name"]
+    assert env["KUBERNETES_SERVICE_PORT"] == str(VIP_PORT)
+    # Scheduled on every node, even though the images cannot be pulled yet.
+    assert agent["status"]["desiredNumberScheduled"] == len(CONTROL_PLANES + WORKERS)
+    operator = json.loads(kubectl("-n", "kube-system", "get", "deployment", "cilium-operator", "-o", "json"))
+    assert operator["spec"]["replicas"] == 2
+    assert not kubectl("-n", "kube-system", "get", "daemonset", "-l", "k8s-app=kube-proxy", "-o", "name").strip()
+
+
+def test_argocd_crds_are_established(first_run: LabRun) -> None:
+    for name in ARGOCD_CRDS:
+        crd = json.loads(kubectl("get", "crd", name, "-o", "json"))
+        conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+        assert conditions.get("Established") == "True", name
+    server = json.loads(kubectl("-n", "argocd", "get", "deployment", "argocd-server", "-o", "json"))
+    assert server["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f":v{VERSIONS['argocd_version']}")
+
+
+def manifests(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def test_appprojects_and_root_application_from_git_are_admitted(first_run: LabRun) -> None:
+    """What the working copy holds is what the cluster has: same names, same spec."""
+    projects_dir = GITOPS_TREE / "cluster/platform/gitops/argocd/projects"
+    wanted = [
+        doc for f in sorted(projects_dir.glob("*.yaml")) if f.name != "kustomization.yaml" for doc in manifests(f)
+    ]
+    assert {p["metadata"]["name"] for p in wanted} >= {"platform"}
+    for project in wanted:
+        live = json.loads(kubectl("-n", "argocd", "get", "appproject", project["metadata"]["name"], "-o", "json"))
+        assert live["spec"] == project["spec"], project["metadata"]["name"]
+    (root,) = manifests(GITOPS_TREE / "cluster/bootstrap/root-application/root-app.yaml")
+    live = json.loads(kubectl("-n", "argocd", "get", "application", root["metadata"]["name"], "-o", "json"))
+    assert live["spec"] == root["spec"]
+
+
+def test_bootstrap_secrets_reach_the_cluster_only(first_run: LabRun) -> None:
+    repo = json.loads(kubectl("-n", "argocd", "get", "secret", "gitops-repo", "-o", "json"))
+    assert repo["metadata"]["labels"]["argocd.argoproj.io/secret-type"] == "repository"
+    assert base64.b64decode(repo["data"]["url"]).decode() == LAB_SETTINGS["gitops_repo_url"]
+    # The lab Git server's password (lab/mirror_server.py), referenced as a file by inventory/lab.
+    password = (CACHE / "lab" / "git-server" / "password").read_text().strip()
+    assert base64.b64decode(repo["data"]["password"]).decode() == password
+    store = json.loads(kubectl("-n", "external-secrets", "get", "secret", "secret-store-token", "-o", "json"))
+    assert base64.b64decode(store["data"]["token"]).decode() == SECRET_STORE_TOKEN
+    for log in LOGS.glob("*.log"):
+        text = log.read_text()
+        assert SECRET_STORE_TOKEN not in text, f"{log.name}: the secret store token is in the output"
+        assert password not in text, f"{log.name}: the Git password is in the output"
+    # The working copy including .git (its config must not keep the password either).
+    for path in (p for p in GITOPS_TREE.rglob("*") if p.is_file()):
+        content = path.read_bytes()
+        assert SECRET_STORE_TOKEN.encode() not in content, f"token written into Git: {path}"
+        assert password.encode() not in content, f"Git password written into the working copy: {path}"
+
+
+def test_the_tree_is_pushed_to_the_lab_git_server(first_run: LabRun) -> None:
+    """What ArgoCD pulls is what the gitops role committed: the server's main is the working copy's HEAD."""
+    served = CACHE / "lab" / "git-server" / "repos" / "cluster.git"
+
+    def git(repo: Path, *args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+    assert git(served, "rev-parse", "main") == git(GITOPS_TREE, "rev-parse", "HEAD")
+    tree = git(served, "ls-tree", "-r", "--name-only", "main").split()
+    assert "cluster/bootstrap/root-application/root-app.yaml" in tree
+    assert "cluster/bootstrap/kubeadm-config.yaml" in tree
+
+
+def test_argocd_admin_password_is_never_printed(first_run: LabRun) -> None:
+    """argocd-server cannot run without its image: the run says so instead of writing a file."""
+    path = CACHE / "lab" / f"{LAB_SETTINGS['cluster_name']}-argocd-admin-password"
+    if path.exists():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.read_text() not in first_run.output
+    else:
+        assert "initial admin password is not there yet" in " ".join(first_run.output.split())
+
+
+def test_the_whole_tree_passes_a_server_side_dry_run(first_run: LabRun) -> None:
+    """Every object ArgoCD would apply, through the lab's real API server (tools/dry_run_tree.py).
+
+    What the tool created for the run (CRDs, namespaces) it deletes again, so the reruns below
+    see the cluster the playbooks left.
+    """
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "dry_run_tree.py"),
+            str(GITOPS_TREE),
+            "--kubeconfig",
+            str(CACHE / "lab" / "admin.conf"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    (LOGS / "dry-run-tree.log").write_text(proc.stdout + proc.stderr)
+    print(proc.stdout)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-8000:]
 
 
 def test_second_run_changes_nothing(first_run: LabRun) -> None:
