@@ -69,8 +69,8 @@ def test_nodes_wait_for_a_cni(first_run: LabRun) -> None:
         assert "network" in ready["message"].lower() or "cni" in ready["message"].lower(), ready
 
 
-def test_etcd_has_three_healthy_members(first_run: LabRun) -> None:
-    members = json.loads(
+def etcd_health() -> list[dict]:
+    return json.loads(
         kubectl(
             "-n",
             "kube-system",
@@ -88,6 +88,10 @@ def test_etcd_has_three_healthy_members(first_run: LabRun) -> None:
             "json",
         )
     )
+
+
+def test_etcd_has_three_healthy_members(first_run: LabRun) -> None:
+    members = etcd_health()
     assert len(members) == 3, members
     assert all(member["health"] for member in members), members
 
@@ -304,6 +308,26 @@ def test_adding_a_worker_changes_nothing_else(first_run: LabRun, new_worker: str
     assert not any(others.values()), others
 
 
+def test_growing_the_control_plane_from_three_to_five(first_run: LabRun) -> None:
+    """Two more control planes by rerun: they join one at a time, etcd grows to five healthy
+    members, and only the control planes' load balancer configuration changes elsewhere."""
+    grown = lab_up("grow-control-planes", "--skip-build", "--workers", "3", "--control-planes", "5")
+    assert grown.returncode == 0, grown.output[-6000:]
+    print(f"\ngrowing the control plane from 3 to 5 by rerun: {grown.seconds:.0f} s")
+    registered = nodes()
+    for name in ("cp4", "cp5"):
+        assert "node-role.kubernetes.io/control-plane" in registered[name]["metadata"]["labels"], name
+        assert https_ok(f"https://172.30.0.{10 + int(name[2:])}:6443/readyz"), name
+    members = etcd_health()
+    assert len(members) == 5, members
+    assert all(member["health"] for member in members), members
+    # Workers are untouched; the existing control planes only learn about the new API servers
+    # (HAProxy backends, keepalived peers).
+    workers = {host: n for host, n in grown.changed.items() if host.startswith("worker")}
+    assert not any(workers.values()), workers
+    assert https_ok(f"https://{VIP}:{VIP_PORT}/readyz")
+
+
 # A bootstrap token (kubeadm's [a-z0-9]{6}.[a-z0-9]{16}) or certificate key on a command line.
 TOKEN_RE = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
 CERT_KEY_RE = re.compile(r"certificate[-_]key[\"'=:\s]+[0-9a-f]{64}", re.I)
@@ -311,7 +335,7 @@ CERT_KEY_RE = re.compile(r"certificate[-_]key[\"'=:\s]+[0-9a-f]{64}", re.I)
 
 def test_no_join_secret_in_logs_or_config(first_run: LabRun) -> None:
     """Join tokens and certificate keys appear neither in the playbook output nor on disk."""
-    for name in ("first-run", "second-run", "add-worker"):
+    for name in ("first-run", "second-run", "add-worker", "grow-control-planes"):
         log = LOGS / f"{name}.log"
         if log.exists():
             text = log.read_text()
