@@ -77,6 +77,7 @@ class Settings:
             mirror_ipv4_address=found["mirror_ipv4_address"],
             mirror_http_port=int(found["mirror_http_port"]),
             mirror_registry_port=int(found["mirror_registry_port"]),
+            mirror_git_port=int(found["mirror_git_port"]),
             mirror_download_url=found["mirror_download_url"],
             mirror_image_url=found["mirror_image_url"],
         )
