@@ -1028,8 +1028,12 @@ class ChartSource:
     offset: tuple[int, int] = (0, 0)  # (major, minor) to add: kyverno chart 3.9.x is app 1.19.x
     # The release tool writes the version into Chart.yaml (it is v0.0.0 in the tree).
     stamp_version: bool = False
+    # Chart versions whose module version follows no rule: (chart version, module version) pairs.
+    releases: tuple[tuple[str, str], ...] = ()
 
     def module_version(self, chart_version: str) -> str:
+        if self.releases:
+            return dict(self.releases).get(chart_version.removeprefix("v"), "")
         match = re.fullmatch(r"v?(\d+)\.(\d+)\.(\d+)", chart_version)
         if not match:
             return ""
@@ -1048,6 +1052,12 @@ OFFLINE_CHARTS: dict[str, ChartSource] = {
     "descheduler": ChartSource("sigs.k8s.io/descheduler", "charts/descheduler"),
     "kyverno": ChartSource("github.com/kyverno/kyverno", "charts/kyverno", offset=(-2, 10)),
     "external-secrets": ChartSource("github.com/external-secrets/external-secrets", "deploy/charts/external-secrets"),
+    # The chart is released on its own schedule from the same repository: checked pairs only.
+    "metrics-server": ChartSource(
+        "sigs.k8s.io/metrics-server",
+        "charts/metrics-server",
+        releases=(("3.12.2", "v0.8.0"), ("3.13.0", "v0.8.1"), ("3.13.1", "v0.9.0")),
+    ),
 }
 
 
@@ -1070,18 +1080,27 @@ def go_download(module: str, version: str, toolchain: str) -> tuple[Path | None,
     return Path(data["Dir"]), ""
 
 
+def module_dir(source: ChartSource, version: str, module_version: str, toolchain: str) -> tuple[Path | None, str]:
+    if shutil.which("go") is None:
+        return None, "the go command is not installed (charts come from the Go module proxy)"
+    if not module_version:
+        return None, f"no {source.module} release is known to carry chart version {version} (ChartSource.releases)"
+    moddir, error = go_download(source.module, module_version, toolchain)
+    if moddir is None:
+        return None, f"{source.module}@{module_version} is not available: {error}"
+    return moddir, ""
+
+
 def cached_chart(name: str, version: str, source: ChartSource, toolchain: str) -> tuple[Path | None, str]:
     """$HOMELAB_CACHE/charts/<name>-<version>: the chart out of its module zip, version-checked."""
     dest = cache_root() / "charts" / f"{name}-{version}"
     marker = dest / ".homelab-source.json"
     if marker.is_file():
         return dest, ""
-    if shutil.which("go") is None:
-        return None, "the go command is not installed (charts come from the Go module proxy)"
     module_version = source.module_version(version)
-    moddir, error = go_download(source.module, module_version, toolchain)
+    moddir, error = module_dir(source, version, module_version, toolchain)
     if moddir is None:
-        return None, f"{source.module}@{module_version} is not available: {error}"
+        return None, error
     chart_dir = moddir / source.subdir
     chart_yaml = chart_dir / "Chart.yaml"
     if not chart_yaml.is_file():

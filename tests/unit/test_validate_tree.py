@@ -510,6 +510,9 @@ def test_chart_module_versions() -> None:
     assert vt.OFFLINE_CHARTS["kyverno"].module_version("3.9.1") == "v1.19.1"
     assert vt.OFFLINE_CHARTS["cilium"].module_version("1.20.2") == "v1.20.2"
     assert vt.OFFLINE_CHARTS["external-dns"].module_version("1.23.0") == "v0.23.0"
+    # metrics-server's chart has its own release train: only checked pairs, nothing guessed.
+    assert vt.OFFLINE_CHARTS["metrics-server"].module_version("3.13.1") == "v0.9.0"
+    assert vt.OFFLINE_CHARTS["metrics-server"].module_version("3.14.0") == ""
 
 
 def test_schema_release_falls_back_to_the_newest_older_one() -> None:
