@@ -27,10 +27,13 @@ REPO = Path(__file__).resolve().parents[2]
 VERSIONS_FILE = REPO / "roles/cluster_defaults/defaults/main/versions.yml"
 TOOLS_FILE = REPO / "roles/cluster_defaults/defaults/main/tools.yml"
 ARCH = "amd64"
-GROUPS = ("node", "control-plane", "tools", "gitops", "validate-tools")
+GROUPS = ("node", "control-plane", "tools", "gitops", "validate-tools", "datapath")
 # Groups of programs for this machine ($HOMELAB_CACHE/tools/bin, on the Makefile's PATH), not
 # mirror content: built only when named with --only, and left out of mirror/manifest.json.
 LOCAL_GROUPS = ("validate-tools",)
+# Groups built only when named with --only (not by `make mirror`): the local ones, and the
+# Cilium images from source until the lab runs on them.
+OPT_IN_GROUPS = (*LOCAL_GROUPS, "datapath")
 # Bump when the build logic changes in a way the declarative recipes below do not capture:
 # every stamp then stops matching and the next run rebuilds everything (cheaply, from Go's cache).
 RECIPE_REVISION = 1
@@ -163,6 +166,197 @@ def gateway_api_standard_install(module_dir: Path) -> str:
     return "".join(parts)
 
 
+# Cilium's image build (images/cilium, images/runtime, images/operator in the module zip).
+CILIUM_MODULE = "github.com/cilium/cilium"
+# Upstream Makefile's BPF_SRCFILES_IGNORE: what `make install-bpf` leaves out of /var/lib/cilium/bpf.
+CILIUM_BPF_IGNORED_DIRS = ("tests", "complexity-tests", "custom")
+CILIUM_BPF_IGNORED_FILES = (".gitignore", "Makefile", "Makefile.bpf", ".rebuild_all")
+CILIUM_BPF_IGNORED_SUFFIXES = (".i", ".s")
+
+
+def bpf_source_files(rel_paths: Sequence[str]) -> list[str]:
+    """The bpf/ files `make install-bpf` copies (paths relative to bpf/), sorted as upstream (LC_ALL=C)."""
+    keep = []
+    for rel in rel_paths:
+        parts = PurePosixPath(rel).parts
+        if parts[0] in CILIUM_BPF_IGNORED_DIRS or rel in CILIUM_BPF_IGNORED_FILES:
+            continue
+        if rel.endswith(CILIUM_BPF_IGNORED_SUFFIXES):
+            continue
+        keep.append(rel)
+    return sorted(keep)
+
+
+def envoy_version_sha(cilium_dockerfile: str) -> str:
+    """The cilium-envoy commit images/cilium/Dockerfile pins, as Makefile.defs derives it for the agent."""
+    for line in cilium_dockerfile.splitlines():
+        if line.startswith("ARG CILIUM_ENVOY_IMAGE="):
+            tag = line.split("=", 1)[1].split("@", 1)[0].rpartition(":")[2]
+            return tag.rpartition("-")[2]
+    raise BuildError("images/cilium/Dockerfile has no ARG CILIUM_ENVOY_IMAGE")
+
+
+def cilium_ldflags(version: str, commit_time: str, envoy_sha: str, module: str = CILIUM_MODULE) -> list[str]:
+    """Makefile.defs' and hubble/Makefile's version stamps.
+
+    ciliumVersion is `<VERSION> <git short hash> <git author date>` (three fields, which
+    pkg/version parses); the proxy serves no commit hash, so the tag stands in for it.
+    """
+    return [
+        f"-X '{module}/pkg/version.ciliumVersion={version} v{version} {commit_time}'",
+        f"-X {module}/pkg/envoy.requiredEnvoyVersionSHA={envoy_sha}",
+        f"-X {module}/hubble/pkg.Version=v{version}",
+    ]
+
+
+def unserved_replaces(requires: Mapping[str, str], table: Mapping[tuple[str, str], str]) -> list[tuple[str, str, str]]:
+    """Replace lines (old, new, version) for the required module versions the proxy does not serve.
+
+    An entry applies only while upstream still requires exactly that version, so a version
+    bump never silently keeps a stand-in. A replacement starting with `./` is a stub module
+    directory in the wrapper (version '').
+    """
+    out: list[tuple[str, str, str]] = []
+    for (path, version), replacement in sorted(table.items()):
+        if requires.get(path) != version:
+            continue
+        if replacement.startswith("./"):
+            out.append((path, replacement, ""))
+        else:
+            out.append((path, path, replacement))
+    return out
+
+
+def dependency_drift(upstream: Mapping[str, str], built: Sequence[tuple[str, str]], main: str) -> list[str]:
+    """Modules a wrapper links at other versions than upstream's go.mod requires (empty: none)."""
+    drift = []
+    for path, version in sorted(set(built)):
+        if path == main:
+            continue
+        want = upstream.get(path)
+        if want != version:
+            drift.append(f"{path} {version} (upstream: {want or 'not required'})")
+    return drift
+
+
+# images/runtime/install-runtime-deps.sh's packages plus what images/runtime/Dockerfile adds
+# from its own images: jq; clang (cilium-llvm 19.1.7: Debian 12 has clang 19.1.7 too); bpftool.
+CILIUM_RUNTIME_PACKAGES = (
+    "bash-completion",
+    "iproute2",
+    "iptables",
+    "ipset",
+    "kmod",
+    "ca-certificates",
+    "libatomic1",
+    "jq",
+    "clang-19",
+    "bpftool",
+)
+CILIUM_LLVM_MAJOR = 19
+
+# kubernetes-sigs/iptables-wrappers (not served by the Go module proxy), as the shell script its
+# Go version replaced: on first use, point the iptables/ip6tables alternatives (and their -save,
+# -restore slaves) at the backend the node already uses, then run the command again.
+IPTABLES_WRAPPER = """#!/bin/sh
+# iptables-wrapper: pick iptables-legacy or iptables-nft like the node, then re-run "$0".
+set -eu
+count() { grep -cE "$1" || true; }
+hint='^:(KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY)'
+nft_hint=$( (iptables-nft-save -t mangle || true; ip6tables-nft-save -t mangle || true) 2>/dev/null | count "$hint")
+if [ "$nft_hint" -ne 0 ]; then
+    mode=nft
+else
+    # No `-t mangle` for legacy: it would create the table.
+    legacy_hint=$( (iptables-legacy-save || true; ip6tables-legacy-save || true) 2>/dev/null | count "$hint")
+    if [ "$legacy_hint" -ne 0 ]; then
+        mode=legacy
+    else
+        legacy=$( (iptables-legacy-save || true; ip6tables-legacy-save || true) 2>/dev/null | count '^-')
+        nft=$( (timeout 5 sh -c 'iptables-nft-save; ip6tables-nft-save' || true) 2>/dev/null | count '^-')
+        if [ "$legacy" -ge "$nft" ]; then mode=legacy; else mode=nft; fi
+    fi
+fi
+update-alternatives --set iptables "/usr/sbin/iptables-$mode" >/dev/null
+update-alternatives --set ip6tables "/usr/sbin/ip6tables-$mode" >/dev/null
+if [ "$(readlink -f "$0")" = /usr/sbin/iptables-wrapper ]; then
+    echo "iptables-wrapper: $0 still runs the wrapper after selecting iptables-$mode" >&2
+    exit 1
+fi
+exec "$0" "$@"
+"""
+
+
+def iptables_wrapper_install() -> str:
+    """Shell commands making the wrapper the top-priority iptables and ip6tables alternative."""
+    wrapper = "/usr/sbin/iptables-wrapper"
+    cmds = []
+    for family in ("iptables", "ip6tables"):
+        slaves = " ".join(f"--slave /usr/sbin/{family}-{op} {family}-{op} {wrapper}" for op in ("restore", "save"))
+        cmds.append(f"update-alternatives --install /usr/sbin/{family} {family} {wrapper} 100 {slaves}")
+        cmds.append(f"update-alternatives --set {family} {wrapper}")
+    return " && ".join(cmds)
+
+
+def cilium_agent_dockerfile(base: str, packages: Sequence[str] = CILIUM_RUNTIME_PACKAGES) -> str:
+    """quay.io/cilium/cilium: the runtime image's packages on Debian, then images/cilium's release stage.
+
+    The build context holds bin/ (-> /usr/bin), cilium-cni, loopback, the three scripts,
+    iptables-wrapper and bpf/. Package installation runs under `nice -n 19` inside the build.
+    """
+    apt = (
+        "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+        + " ".join(packages)
+        + " && apt-get clean && rm -rf /var/lib/apt/lists/*"
+    )
+    lines = [
+        f"FROM {base}",
+        f"RUN nice -n 19 sh -c '{apt}'",
+        # The agent runs `clang`; Debian names it clang-19 (upstream ships /usr/local/bin/clang).
+        f"RUN ln -s /usr/bin/clang-{CILIUM_LLVM_MAJOR} /usr/local/bin/clang",
+        "COPY iptables-wrapper /usr/sbin/iptables-wrapper",
+        f"RUN {iptables_wrapper_install()}",
+        'RUN echo ". /etc/profile.d/bash_completion.sh" >> /etc/bash.bashrc',
+        "COPY bin/ /usr/bin/",
+        "RUN ln -s cilium-dbg /usr/bin/cilium",
+        "COPY bash_completion.d/ /etc/bash_completion.d/",
+        "COPY cilium-cni /opt/cni/bin/cilium-cni",
+        "COPY loopback /cni/loopback",
+        "COPY init-container.sh install-plugin.sh cni-uninstall.sh /",
+        "COPY bpf/ /var/lib/cilium/bpf/",
+        "RUN chmod 0750 /var/lib/cilium",
+        "ENV HUBBLE_SERVER=unix:///var/run/cilium/hubble.sock",
+        "ENV INITSYSTEM=SYSTEMD",
+        # The node image is a systemd container; this one is not.
+        "ENV container=",
+        "STOPSIGNAL SIGTERM",
+        "WORKDIR /home/cilium",
+        "ENTRYPOINT []",
+        'CMD ["/usr/bin/cilium-dbg"]',
+        'LABEL maintainer="maintainer@cilium.io"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def cilium_operator_dockerfile(certs_from: str, variant: str = "generic") -> str:
+    """quay.io/cilium/operator-<variant>: FROM scratch, a CA bundle, the binary, GOPS_CONFIG_DIR."""
+    lines = [
+        f"FROM {certs_from} AS certs",
+        # A subdirectory keeps its mode through COPY (the copied directory itself would not).
+        "RUN mkdir -p /tmp/home/gops && chmod 0777 /tmp/home/gops",
+        "FROM scratch",
+        # buildkit gives a scratch image this PATH; the legacy builder leaves it unset.
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "COPY --from=certs /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt",
+        f"COPY cilium-operator-{variant} /usr/bin/cilium-operator-{variant}",
+        "COPY --from=certs /tmp/home/ /home/",
+        "WORKDIR /",
+        "ENV GOPS_CONFIG_DIR=/home/gops",
+        'LABEL maintainer="maintainer@cilium.io"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def checksum_path(path: PurePosixPath, suffix: str = ".sha256") -> PurePosixPath:
     """The checksum file published beside a download (`<file><suffix>`)."""
     return path.with_name(path.name + suffix)
@@ -262,13 +456,15 @@ def wrapper_gomod(
     module zips do not carry, so the wrapper pins those siblings to their released versions.
     `copied` are upstream's replace lines onto other modules (old, new, version), repeated
     as they are so the wrapper builds exactly upstream's dependencies (kyverno's fork of
-    k8s.io/pod-security-admission).
+    k8s.io/pod-security-admission), plus the documented stand-ins for module versions the
+    proxy does not serve (CILIUM_UNSERVED; version '' for a stub directory).
     """
     lines = [f"module {module}", "", "go 1.24", "", "require ("]
     lines += [f"\t{path} {ver}" for path, ver in requires]
     lines.append(")")
     rules = [f"\t{path} => {path} {ver}" for path, ver in sorted(replaces)]
-    rules += [f"\t{old} => {new} {ver}" for old, new, ver in sorted(copied)]
+    # A copied line without a version points at a directory of the wrapper (a stub module).
+    rules += [f"\t{old} => {new} {ver}".rstrip() for old, new, ver in sorted(copied)]
     if rules:
         lines += ["", "replace (", *rules, ")"]
     return "\n".join(lines) + "\n"
@@ -715,7 +911,6 @@ class ImageSpec:
 
 def build_image(ctx: Ctx, spec: ImageSpec) -> None:
     """`docker build` FROM scratch, then `docker save` into mirror/images/<name>_<tag>.tar."""
-    ensure_docker(ctx)
     tar_name = image_tar_name(spec.ref)
     context = fresh_dir(ctx.layout.build / "images" / tar_name.removesuffix(".tar"))
     copies = []
@@ -723,15 +918,23 @@ def build_image(ctx: Ctx, spec: ImageSpec) -> None:
         shutil.copy2(src, context / src.name)
         copies.append((src.name, dest))
     (context / "Dockerfile").write_text(dockerfile(copies, spec.entrypoint, spec.user), encoding="utf-8")
+    docker_build_save(ctx, spec.ref, context)
+
+
+def docker_build_save(ctx: Ctx, ref: str, context: Path, subdir: str = "") -> None:
+    """`docker build` of a prepared context, then `docker save` into mirror/images/[<subdir>/]<name>_<tag>.tar."""
+    ensure_docker(ctx)
     # The legacy builder: Debian's engine has no buildx plugin, and FROM scratch needs nothing else.
-    run(ctx, ["docker", "build", "--tag", spec.ref, str(context)], env={"DOCKER_BUILDKIT": "0"})
-    ctx.layout.images.mkdir(parents=True, exist_ok=True)
-    dest = ctx.layout.images / tar_name
+    run(ctx, ["docker", "build", "--tag", ref, str(context)], env={"DOCKER_BUILDKIT": "0"})
+    images = ctx.layout.images / subdir if subdir else ctx.layout.images
+    images.mkdir(parents=True, exist_ok=True)
+    tar_name = image_tar_name(ref)
+    dest = images / tar_name
     tmp = dest.with_name(f".{tar_name}.tmp")
-    run(ctx, ["docker", "save", "--output", str(tmp), spec.ref])
+    run(ctx, ["docker", "save", "--output", str(tmp), ref])
     tmp.chmod(0o644)
     os.replace(tmp, dest)
-    record(ctx, dest, sha256_file(dest), image=spec.ref)
+    record(ctx, dest, sha256_file(dest), image=ref)
 
 
 def build_kubernetes_control_plane(ctx: Ctx) -> None:
@@ -852,7 +1055,6 @@ def build_helm(ctx: Ctx) -> None:
 # GitOps: the Cilium chart, ArgoCD's install manifests and the Gateway API CRDs, from module zips.
 # --------------------------------------------------------------------------------------------
 
-CILIUM_MODULE = "github.com/cilium/cilium"
 CILIUM_CHART_DIR = "install/kubernetes/cilium"
 ARGOCD_MODULE = "github.com/argoproj/argo-cd/v3"
 GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
@@ -919,6 +1121,179 @@ def build_gateway_api_crds(ctx: Ctx) -> None:
     out = fresh_dir(ctx.layout.build / "out" / "gateway-api") / "standard-install.yaml"
     out.write_text(gateway_api_standard_install(info.dir), encoding="utf-8")
     install_file(ctx, out, gateway_api_crds_path(version))
+
+
+# --------------------------------------------------------------------------------------------
+# Datapath: the Cilium agent and operator images from the module zip (opt-in group).
+# --------------------------------------------------------------------------------------------
+
+# Commands of upstream's SUBDIRS_CILIUM_CONTAINER (Makefile) by package directory, under their
+# Makefiles' TARGET names (`go build -o dir` would name them after the directory).
+CILIUM_AGENT_CMDS = {
+    "daemon": "cilium-agent",
+    "cilium-dbg": "cilium-dbg",
+    "cilium-health": "cilium-health",
+    "cilium-health/responder": "cilium-health-responder",
+    "bugtool": "cilium-bugtool",
+    "hubble": "hubble",
+    "tools/mount": "cilium-mount",
+    "tools/sysctlfix": "cilium-sysctlfix",
+    "tools/envoy-bootstrap-locality": "cilium-envoy-bootstrap-locality",
+    "plugins/cilium-cni": "cilium-cni",
+}
+# Makefile.defs: GO_TAGS_FLAGS += osusergo, CGO_ENABLED=0; operator/Makefile adds the IPAM provider.
+CILIUM_TAGS = ("osusergo",)
+CILIUM_OPERATOR_TAGS = (*CILIUM_TAGS, "ipam_provider_operator")
+CILIUM_SCRIPTS = {
+    "init-container.sh": "images/cilium/init-container.sh",
+    "install-plugin.sh": "plugins/cilium-cni/install-plugin.sh",
+    "cni-uninstall.sh": "plugins/cilium-cni/cni-uninstall.sh",
+}
+CILIUM_IMAGE_BASE = "homelab-node:debian12"
+# lab/mirror_server.py pushes mirror/images/*.tar into the lab registry, and the lab's cluster
+# already runs the Cilium chart (its pods wait for images): until the lab is proven on these
+# images, they are saved one level down, in mirror/images/datapath/, where nothing picks them up.
+DATAPATH_IMAGES_SUBDIR = "datapath"
+# Module versions Cilium's go.mod requires that the Go module proxy does not serve (403), and
+# what the wrapper builds instead. gobgp: v4.7.0 was tagged 19 hours after the pinned commit
+# (2026-06-30T02:23Z), with the same requirements as far as the build goes (dependency_drift).
+# mcs-api/controllers: Cilium uses one constant of it, stubbed with the value Cilium's docs give.
+CILIUM_UNSERVED = {
+    ("github.com/osrg/gobgp/v4", "v4.6.1-0.20260630022313-d6dee8360046"): "v4.7.0",
+    ("sigs.k8s.io/mcs-api/controllers", "v0.5.2"): "./stubs/mcs-api-controllers",
+}
+CILIUM_STUBS = {
+    "./stubs/mcs-api-controllers": {
+        "go.mod": "module sigs.k8s.io/mcs-api/controllers\n\ngo 1.24\n",
+        "controllers.go": (
+            "// Package controllers stands in for sigs.k8s.io/mcs-api/controllers v0.5.2, which the Go\n"
+            "// module proxy does not serve; Cilium uses only this constant of it.\n"
+            "package controllers\n\n"
+            'const DerivedServiceAnnotation = "multicluster.kubernetes.io/derived-service"\n'
+        ),
+    }
+}
+
+
+def module_requires(ctx: Ctx, gomod: Path) -> dict[str, str]:
+    data = json.loads(run(ctx, ["go", "mod", "edit", "-json", str(gomod)]))
+    return {r["Path"]: r["Version"] for r in data.get("Require") or []}
+
+
+def cilium_packages() -> list[str]:
+    return [f"{CILIUM_MODULE}/{d}" for d in CILIUM_AGENT_CMDS] + [f"{CILIUM_MODULE}/operator"]
+
+
+def cilium_wrapper(ctx: Ctx) -> tuple[Path, ModuleInfo, str]:
+    """The wrapper building Cilium's commands: upstream's replace, plus stand-ins for unserved versions."""
+    version = pin(ctx.versions, "cilium_version")
+    info = go_download_tool(ctx, CILIUM_MODULE, f"v{version}")
+    toolchain = tool_toolchain(ctx, info)
+    requires = module_requires(ctx, info.gomod)
+    copied = copied_replaces(ctx, info.gomod) + unserved_replaces(requires, CILIUM_UNSERVED)
+    name = f"cilium-v{version}"
+    for _, new, ver in copied:
+        if not ver:
+            stub = ctx.layout.build / "go" / name / new
+            stub.mkdir(parents=True, exist_ok=True)
+            for fname, text in CILIUM_STUBS[new].items():
+                (stub / fname).write_text(text, encoding="utf-8")
+    gomod = wrapper_gomod("homelab.lab/mirror/cilium", [(CILIUM_MODULE, info.version)], [], copied)
+    pkgs = cilium_packages()
+    wdir = prepare_wrapper(ctx, name, gomod, pkgs, toolchain)
+    # What the builds link must be upstream's versions (a stand-in's own requirements could raise some).
+    tags = ",".join(CILIUM_OPERATOR_TAGS)
+    env = {"CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": ARCH, **({"GOTOOLCHAIN": toolchain} if toolchain else {})}
+    fmt = "{{with .Module}}{{.Path}} {{.Version}}{{end}}"
+    listed = run(ctx, ["go", "list", "-deps", "-tags", tags, "-f", fmt, *pkgs], cwd=wdir, env=env)
+    built = [(path, ver) for path, _, ver in (line.partition(" ") for line in listed.splitlines()) if ver]
+    drift = dependency_drift(requires, built, CILIUM_MODULE)
+    if drift:
+        raise BuildError(f"the Cilium wrapper links other versions than {CILIUM_MODULE}'s go.mod: {'; '.join(drift)}")
+    return wdir, info, toolchain
+
+
+def timed(ctx: Ctx, what: str, step: Callable[[], None]) -> None:
+    """Run a build step and report its duration (the README quotes cold build times)."""
+    start = time.monotonic()
+    step()
+    msg = f"{what}: {time.monotonic() - start:.1f} s"
+    if ctx.log:
+        ctx.log.write(f"\n# {msg}\n")
+    say(f"  {msg}")
+
+
+def cni_loopback(ctx: Ctx, dest: Path) -> None:
+    """images/runtime/build-cni.sh: the CNI loopback plugin (at the lab's cni_plugins_version)."""
+    version = pin(ctx.versions, "cni_plugins_version")
+    mod = "github.com/containernetworking/plugins"
+    info = go_download(ctx, mod, f"v{version}")
+    pkg = f"{mod}/plugins/main/loopback"
+    gomod = wrapper_gomod("homelab.lab/mirror/cni-loopback", [(mod, info.version)], [])
+    wdir = prepare_wrapper(ctx, f"cni-loopback-v{version}", gomod, [pkg])
+    go_build(ctx, wdir, [pkg], dest, ldflags=[f"-X {mod}/pkg/utils/buildversion.BuildVersion=v{version}"])
+
+
+def save_datapath_image(ctx: Ctx, ref: str, context: Path) -> None:
+    docker_build_save(ctx, ref, context, DATAPATH_IMAGES_SUBDIR)
+
+
+def build_cilium_agent(ctx: Ctx) -> None:
+    """quay.io/cilium/cilium: upstream's agent binaries, scripts and bpf/ on Debian's runtime packages."""
+    version = pin(ctx.versions, "cilium_version")
+    wdir, info, toolchain = cilium_wrapper(ctx)
+    envoy_sha = envoy_version_sha((info.dir / "images/cilium/Dockerfile").read_text(encoding="utf-8"))
+    context = fresh_dir(ctx.layout.build / "images" / f"cilium_v{version}")
+    bindir = fresh_dir(context / "bin")
+    pkgs = [f"{CILIUM_MODULE}/{d}" for d in CILIUM_AGENT_CMDS]
+    ldflags = cilium_ldflags(version, info.time, envoy_sha)
+    timed(
+        ctx,
+        "go build (agent commands)",
+        lambda: go_build(ctx, wdir, pkgs, bindir, ldflags=ldflags, tags=CILIUM_TAGS, toolchain=toolchain),
+    )
+    for pkg_dir, name in CILIUM_AGENT_CMDS.items():
+        (bindir / PurePosixPath(pkg_dir).name).rename(bindir / name)
+    # /opt/cni/bin/cilium-cni, not /usr/bin (plugins/cilium-cni/Makefile's CNIBINDIR).
+    (bindir / "cilium-cni").rename(context / "cilium-cni")
+    cni_loopback(ctx, context / "loopback")
+    completions = fresh_dir(context / "bash_completion.d")
+    for cmd in ("cilium-dbg", "hubble"):
+        (completions / cmd).write_text(run(ctx, [str(bindir / cmd), "completion", "bash"]), encoding="utf-8")
+    for name, rel in CILIUM_SCRIPTS.items():
+        shutil.copyfile(info.dir / rel, context / name)
+        (context / name).chmod(0o755)
+    bpf = info.dir / "bpf"
+    rels = [p.relative_to(bpf).as_posix() for p in bpf.rglob("*") if p.is_file()]
+    for rel in bpf_source_files(rels):
+        dest = context / "bpf" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bpf / rel, dest)
+        dest.chmod(0o644)
+    (context / "iptables-wrapper").write_text(IPTABLES_WRAPPER, encoding="utf-8")
+    (context / "iptables-wrapper").chmod(0o755)
+    (context / "Dockerfile").write_text(cilium_agent_dockerfile(CILIUM_IMAGE_BASE), encoding="utf-8")
+    ref = f"quay.io/cilium/cilium:v{version}"
+    timed(ctx, "docker build + save (agent image)", lambda: save_datapath_image(ctx, ref, context))
+
+
+def build_cilium_operator(ctx: Ctx) -> None:
+    """quay.io/cilium/operator-generic, the chart's default operator variant."""
+    version = pin(ctx.versions, "cilium_version")
+    wdir, info, toolchain = cilium_wrapper(ctx)
+    envoy_sha = envoy_version_sha((info.dir / "images/cilium/Dockerfile").read_text(encoding="utf-8"))
+    context = fresh_dir(ctx.layout.build / "images" / f"operator-generic_v{version}")
+    binary = context / "cilium-operator-generic"
+    ldflags = cilium_ldflags(version, info.time, envoy_sha)
+    pkg = f"{CILIUM_MODULE}/operator"
+    timed(
+        ctx,
+        "go build (operator-generic)",
+        lambda: go_build(ctx, wdir, [pkg], binary, ldflags=ldflags, tags=CILIUM_OPERATOR_TAGS, toolchain=toolchain),
+    )
+    (context / "Dockerfile").write_text(cilium_operator_dockerfile(CILIUM_IMAGE_BASE), encoding="utf-8")
+    ref = f"quay.io/cilium/operator-generic:v{version}"
+    timed(ctx, "docker build + save (operator image)", lambda: save_datapath_image(ctx, ref, context))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1121,6 +1496,35 @@ def artifacts(versions: Mapping[str, str], gover: str) -> list[Artifact]:
             build_gateway_api_crds,
         ),
         *validate_tool_artifacts(versions, base),
+        *datapath_artifacts(versions, base),
+    ]
+
+
+def datapath_artifacts(versions: Mapping[str, str], base: Mapping[str, str]) -> list[Artifact]:
+    """The Cilium images built from source (opt-in: `build.py --only datapath`)."""
+    cilium = pin(versions, "cilium_version")
+    recipe = {
+        **base,
+        "toolchain": versions.get("go_toolchain_version", ""),
+        "unserved": {f"{path}@{ver}": new for (path, ver), new in CILIUM_UNSERVED.items()},
+        "stubs": CILIUM_STUBS,
+        "ldflags": cilium_ldflags(cilium, "<module time>", "<envoy sha>"),
+        "images": f"images/{DATAPATH_IMAGES_SUBDIR}/",
+    }
+    agent = {
+        **recipe,
+        "cmds": CILIUM_AGENT_CMDS,
+        "tags": CILIUM_TAGS,
+        "cni_plugins": pin(versions, "cni_plugins_version"),
+        "dockerfile": cilium_agent_dockerfile(CILIUM_IMAGE_BASE),
+        "iptables_wrapper": IPTABLES_WRAPPER,
+        "scripts": CILIUM_SCRIPTS,
+        "bpf_ignored": [CILIUM_BPF_IGNORED_DIRS, CILIUM_BPF_IGNORED_FILES, CILIUM_BPF_IGNORED_SUFFIXES],
+    }
+    operator = {**recipe, "tags": CILIUM_OPERATOR_TAGS, "dockerfile": cilium_operator_dockerfile(CILIUM_IMAGE_BASE)}
+    return [
+        Artifact("cilium-agent-image", "datapath", cilium, agent, build_cilium_agent),
+        Artifact("cilium-operator-image", "datapath", cilium, operator, build_cilium_operator),
     ]
 
 
@@ -1136,8 +1540,8 @@ def validate_tool_artifacts(versions: Mapping[str, str], base: Mapping[str, str]
 
 
 def select(all_artifacts: Sequence[Artifact], only: Sequence[str]) -> list[Artifact]:
-    """The groups named, or every mirror group (LOCAL_GROUPS only when named)."""
-    return [a for a in all_artifacts if a.group in only or (not only and not a.local)]
+    """The groups named, or every mirror group (OPT_IN_GROUPS only when named)."""
+    return [a for a in all_artifacts if a.group in only or (not only and a.group not in OPT_IN_GROUPS)]
 
 
 @contextlib.contextmanager

@@ -207,8 +207,9 @@ def test_artifacts_node_group_first_and_unique() -> None:
     assert groups == sorted(groups, key=mb.GROUPS.index)
     assert {a.name for a in mb.select(arts, ["tools"])} == {"helm"}
     assert {a.name for a in mb.select(arts, ["gitops"])} == {"cilium-chart", "argocd-manifests", "gateway-api-crds"}
-    # The validation tools are built for this machine only when asked for.
-    assert mb.select(arts, []) == [a for a in arts if a.group not in mb.LOCAL_GROUPS]
+    # The validation tools (for this machine) and the datapath images are built only when asked for.
+    assert mb.select(arts, []) == [a for a in arts if a.group not in mb.OPT_IN_GROUPS]
+    assert set(mb.LOCAL_GROUPS) <= set(mb.OPT_IN_GROUPS)
     tools = mb.select(arts, ["validate-tools"])
     assert {a.name for a in tools} == {"kustomize-cli", "kubeconform-cli", "helm-cli", "kyverno-cli"}
 
