@@ -70,6 +70,7 @@ class Result:
     namespaces_created: list[str] = field(default_factory=list)
     no_schema: list[str] = field(default_factory=list)
     by_kind: Counter[str] = field(default_factory=Counter)
+    left_behind: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -156,13 +157,17 @@ def crd_from_schema(group: str, version: str, kind: str, schema: Mapping[str, An
     # The API server owns metadata's schema: a CRD may only say it is an object.
     props["metadata"] = {"type": "object"}
     plural = plural_of(kind)
+    annotations = {"homelab.dev/made-from": f"JSON schema {group}/{kind.lower()}_{version}.json"}
+    if group.endswith((".k8s.io", ".kubernetes.io")):
+        # Groups under k8s.io are protected: the API server wants to see the approval status.
+        annotations["api-approved.kubernetes.io"] = "unapproved, made from a JSON schema for a dry run"
     return {
         "apiVersion": CRD_API,
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": f"{plural}.{group}",
             "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER},
-            "annotations": {"homelab.dev/made-from": f"JSON schema {group}/{kind.lower()}_{version}.json"},
+            "annotations": annotations,
         },
         "spec": {
             "group": group,
@@ -192,7 +197,9 @@ class Cluster:
         self.refresh()
 
     def refresh(self) -> None:
+        # The dynamic client keeps discovery in a cache file across processes: start from the API.
         self.dyn = DynamicClient(self.api)
+        self.dyn.resources.invalidate_cache()
 
     def resource(self, api_version: str, kind: str) -> Any | None:
         try:
@@ -215,25 +222,24 @@ class Cluster:
         query = [("fieldManager", FIELD_MANAGER), ("force", "true"), ("fieldValidation", "Strict")]
         if dry_run:
             query.append(("dryRun", "All"))
-        try:
-            _, _, headers = self.api.call_api(
-                path,
-                "PATCH",
-                query_params=query,
-                header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
-                body=body,
-                response_type="object",
-                auth_settings=["BearerToken"],
-                _return_http_data_only=False,
-                _preload_content=True,
-            )
-        except ApiException as exc:
+        method, url, headers, _, _ = self.api.param_serialize(
+            "PATCH",
+            path,
+            query_params=query,
+            header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        # JSON is YAML: the body goes as it is, in the content type server-side apply wants.
+        response = self.api.call_api(method, url, header_params=headers, body=json.dumps(body))
+        data = response.read()
+        warnings = warnings_of(response.headers)
+        if response.status >= 300:
             try:
-                message = json.loads(exc.body).get("message", exc.body)
+                message = json.loads(data).get("message", data)
             except (TypeError, ValueError):
-                message = str(exc.body or exc.reason)
-            return message, warnings_of(exc.headers)
-        return "", warnings_of(headers)
+                message = (data or b"").decode(errors="replace") or str(response.reason)
+            return str(message), warnings
+        return "", warnings
 
     def exists(self, api_version: str, kind: str, name: str) -> bool:
         resource = self.resource(api_version, kind)
@@ -270,6 +276,33 @@ class Cluster:
                 time.sleep(0.5)
         self.refresh()
         return sorted(pending)
+
+    def remove_leftovers(self, timeout: float = 180) -> None:
+        """CRDs an earlier, interrupted run made from schemas (labelled): delete them, wait until gone."""
+        crds = self.resource(CRD_API, "CustomResourceDefinition")
+        selector = f"app.kubernetes.io/managed-by={FIELD_MANAGER}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            items = crds.get(label_selector=selector).to_dict().get("items") or []
+            if not items:
+                break
+            for item in items:
+                if not item["metadata"].get("deletionTimestamp"):
+                    self.delete(CRD_API, "CustomResourceDefinition", item["metadata"]["name"])
+            time.sleep(1)
+        self.refresh()
+
+    def wait_served(self, kinds: Iterable[tuple[str, str]], timeout: float = 60) -> list[str]:
+        """Wait until discovery lists each (apiVersion, kind): it lags behind a new CRD's Established."""
+        pending = set(kinds)
+        deadline = time.monotonic() + timeout
+        while pending:
+            self.refresh()
+            pending = {(v, k) for v, k in pending if self.resource(v, k) is None}
+            if not pending or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        return sorted(f"{v} {k}" for v, k in pending)
 
 
 def warnings_of(headers: Any) -> list[str]:
@@ -314,6 +347,7 @@ def dry_run(tree: Path, kubeconfig: Path, crd_schemas: Path, keep: bool) -> Resu
     docs = render(tree)
     result.seconds["render"] = round(time.perf_counter() - started, 1)
     cluster = Cluster(kubeconfig)
+    cluster.remove_leftovers()
     created: list[tuple[str, str, str]] = []  # (apiVersion, kind, name) to delete afterwards
     try:
         started = time.perf_counter()
@@ -334,6 +368,13 @@ def dry_run(tree: Path, kubeconfig: Path, crd_schemas: Path, keep: bool) -> Resu
             result.crds_from_tree.append(name)
             new_crds.append(name)
         cluster.wait_established(new_crds)
+        served = {
+            (f"{d['spec']['group']}/{v['name']}", d["spec"]["names"]["kind"])
+            for _, _, d in docs
+            if d.get("kind") == "CustomResourceDefinition" and d["metadata"]["name"] in new_crds
+            for v in d["spec"].get("versions") or []
+            if v.get("served", True)
+        }
         # 2. CRDs from the JSON schemas for what is still not served.
         made = []
         for (group, version, kind), namespaced in sorted(custom_kinds(docs).items()):
@@ -355,7 +396,11 @@ def dry_run(tree: Path, kubeconfig: Path, crd_schemas: Path, keep: bool) -> Resu
             created.append((CRD_API, "CustomResourceDefinition", crd["metadata"]["name"]))
             result.crds_from_schemas.append(crd["metadata"]["name"])
             made.append(crd["metadata"]["name"])
+            served.add((f"{group}/{version}", kind))
         cluster.wait_established(made)
+        for missing in cluster.wait_served(served):
+            error = "its CRD is established but discovery never listed it"
+            result.rejected.append({"app": "-", "object": missing, "error": error})
         # 3. Namespaces.
         for app, namespace, doc in docs:
             if doc.get("kind") != "Namespace" or doc.get("apiVersion") != "v1":
@@ -387,6 +432,15 @@ def dry_run(tree: Path, kubeconfig: Path, crd_schemas: Path, keep: bool) -> Resu
         if not keep:
             for api_version, kind, name in reversed(created):
                 cluster.delete(api_version, kind, name)
+            # Deletion is asynchronous (finalizers): wait, so that the cluster is as before when
+            # this returns and a next run does not find half-deleted CRDs or namespaces.
+            deadline = time.monotonic() + 180
+            pending = list(created)
+            while pending and time.monotonic() < deadline:
+                pending = [(v, k, n) for v, k, n in pending if cluster.exists(v, k, n)]
+                if pending:
+                    time.sleep(1)
+            result.left_behind = [f"{k} {n}" for _, k, n in pending]
     return result
 
 
@@ -416,6 +470,8 @@ def summary(result: Result) -> list[str]:
         lines.append(f"  warning: {warning['object']} ({warning['app']}): {warning['warning']}")
     for rejected in result.rejected:
         lines.append(f"  REJECTED: {rejected['object']} ({rejected['app']}): {rejected['error']}")
+    if result.left_behind:
+        lines.append(f"  still being deleted after 180 s: {', '.join(result.left_behind)}")
     lines.append("OK: the API server accepts every object" if not result.rejected else "FAILED")
     return lines
 
