@@ -153,7 +153,9 @@ def application(name: str, entry: Mapping[str, Any], settings: Mapping[str, Any]
         # network or its GitOps controller with it, so no cascading finalizer and no prune.
         sync_options.append("Prune=false")
     else:
-        metadata["finalizers"] = ["resources-finalizer.argocd.argoproj.io"]
+        # Cascading deletion, foreground. The path-qualified name ArgoCD also accepts: the plain
+        # one draws a warning from the API server on every apply (Kubernetes >= 1.35).
+        metadata["finalizers"] = ["resources-finalizer.argocd.argoproj.io/foreground"]
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Application",
