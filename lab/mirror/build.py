@@ -23,17 +23,21 @@ from typing import Any, TextIO
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# lab/mirror/argocd_images.py: the argocd-images group (given this module to build with).
+import argocd_images
+
 REPO = Path(__file__).resolve().parents[2]
 VERSIONS_FILE = REPO / "roles/cluster_defaults/defaults/main/versions.yml"
 TOOLS_FILE = REPO / "roles/cluster_defaults/defaults/main/tools.yml"
 ARCH = "amd64"
-GROUPS = ("node", "control-plane", "tools", "gitops", "validate-tools", "datapath")
+GROUPS = ("node", "control-plane", "tools", "gitops", "validate-tools", "datapath", "argocd-images")
 # Groups of programs for this machine ($HOMELAB_CACHE/tools/bin, on the Makefile's PATH), not
 # mirror content: built only when named with --only, and left out of mirror/manifest.json.
 LOCAL_GROUPS = ("validate-tools",)
 # Groups built only when named with --only (not by `make mirror`): the local ones, and the
 # Cilium images from source until the lab runs on them.
-OPT_IN_GROUPS = (*LOCAL_GROUPS, "datapath")
+OPT_IN_GROUPS = (*LOCAL_GROUPS, "datapath", "argocd-images")
 # Bump when the build logic changes in a way the declarative recipes below do not capture:
 # every stamp then stops matching and the next run rebuilds everything (cheaply, from Go's cache).
 RECIPE_REVISION = 1
@@ -1497,6 +1501,7 @@ def artifacts(versions: Mapping[str, str], gover: str) -> list[Artifact]:
         ),
         *validate_tool_artifacts(versions, base),
         *datapath_artifacts(versions, base),
+        *argocd_images.artifacts(sys.modules[__name__], versions, base),
     ]
 
 
