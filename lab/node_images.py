@@ -88,6 +88,21 @@ for m in $(awk '$2 ~ "^/sys/fs/cgroup" {print $2}' /proc/self/mounts); do
 done
 # Mount propagation for kubelet volumes and Cilium's bpffs (HostToContainer/Bidirectional).
 mount --make-rshared /
+# The node's BPF filesystem, mounted as a host's systemd would: Cilium's own mount-bpf-fs init
+# container is privileged, which a nested container cannot be under the host's cgroup v1 device
+# controller (the lab turns Cilium's bpf.autoMount off instead).
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+mount --make-shared /sys/fs/bpf
+# Name servers for pods (kubelet's resolvConf in the lab): docker's embedded DNS (127.0.0.11)
+# only answers inside this node's network namespace, and CoreDNS forwarding to a loopback address
+# would query itself. The host's servers (LAB_UPSTREAM_DNS, from lab/playbooks/create.yml), else
+# the lab network's gateway so that CoreDNS starts (names outside the cluster then fail).
+{
+    for ns in ${LAB_UPSTREAM_DNS:-$(ip -4 route show default | awk '{print $3; exit}')}; do
+        echo "nameserver $ns"
+    done
+    grep -E '^(search|options)' /etc/resolv.conf || true
+} > /etc/lab-resolv.conf
 # Each node needs its own machine-id (kubelet and journald key on it); the image ships it empty.
 [ -s /etc/machine-id ] || systemd-machine-id-setup >/dev/null
 exec "$@"

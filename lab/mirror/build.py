@@ -37,7 +37,7 @@ GROUPS = ("node", "control-plane", "tools", "gitops", "validate-tools", "datapat
 LOCAL_GROUPS = ("validate-tools",)
 # Groups built only when named with --only (not by `make mirror`): the local ones, and the
 # Cilium images from source until the lab runs on them.
-OPT_IN_GROUPS = (*LOCAL_GROUPS, "datapath", "argocd-images")
+OPT_IN_GROUPS = (*LOCAL_GROUPS, "argocd-images")
 # Bump when the build logic changes in a way the declarative recipes below do not capture:
 # every stamp then stops matching and the next run rebuilds everything (cheaply, from Go's cache).
 RECIPE_REVISION = 1
@@ -1154,10 +1154,9 @@ CILIUM_SCRIPTS = {
     "cni-uninstall.sh": "plugins/cilium-cni/cni-uninstall.sh",
 }
 CILIUM_IMAGE_BASE = "homelab-node:debian12"
-# lab/mirror_server.py pushes mirror/images/*.tar into the lab registry, and the lab's cluster
-# already runs the Cilium chart (its pods wait for images): until the lab is proven on these
-# images, they are saved one level down, in mirror/images/datapath/, where nothing picks them up.
-DATAPATH_IMAGES_SUBDIR = "datapath"
+# lab/mirror_server.py pushes mirror/images/*.tar into the lab registry: the lab runs Cilium from
+# these images (a subdirectory name here would keep them out of it).
+DATAPATH_IMAGES_SUBDIR = ""
 # Module versions Cilium's go.mod requires that the Go module proxy does not serve (403), and
 # what the wrapper builds instead. gobgp: v4.7.0 was tagged 19 hours after the pinned commit
 # (2026-06-30T02:23Z), with the same requirements as far as the build goes (dependency_drift).
@@ -1514,7 +1513,7 @@ def datapath_artifacts(versions: Mapping[str, str], base: Mapping[str, str]) -> 
         "unserved": {f"{path}@{ver}": new for (path, ver), new in CILIUM_UNSERVED.items()},
         "stubs": CILIUM_STUBS,
         "ldflags": cilium_ldflags(cilium, "<module time>", "<envoy sha>"),
-        "images": f"images/{DATAPATH_IMAGES_SUBDIR}/",
+        "images": f"images/{DATAPATH_IMAGES_SUBDIR}/" if DATAPATH_IMAGES_SUBDIR else "images/",
     }
     agent = {
         **recipe,
