@@ -13,9 +13,9 @@ and then, on freshly created containers of the same 3 + 2 topology,
       baseline measures commands, not templating), keepalived and HAProxy from apt, then
       `kubeadm init`, control-plane joins one at a time and worker joins in parallel, over SSH;
       then the bootstrap site.yml also does: `helm upgrade --install` of the Cilium chart with
-      the tree's values, ArgoCD's install manifest, its repository Secret, the AppProjects and
-      the root Application with kubectl, and the GitOps tree (as (a) wrote it) committed and
-      pushed to a fresh repository.
+      the tree's values and a wait for its rollout, ArgoCD's install manifest, its repository
+      Secret, the AppProjects and the root Application with kubectl, and the GitOps tree (as (a)
+      wrote it) committed and pushed to a fresh repository.
 It prints a table with the ratios against the targets and saves the figures as JSON under
 $HOMELAB_CACHE/bench/. It removes the lab node containers at the start and at the end.
 Run: `make bench` (.venv/bin/python tools/bench_lab.py).
@@ -328,6 +328,9 @@ def bootstrap_baseline(cp1: str, tree: Path, versions: dict[str, Any], settings:
     run_local([str(helm), "upgrade", "--install", "cilium", str(chart), "--namespace", "kube-system",
                "--kubeconfig", str(kubeconfig), "--values", str(values)])  # fmt: skip
     kubectl = "kubectl --kubeconfig=/etc/kubernetes/admin.conf"
+    # site.yml waits for Cilium's rollout (cilium_wait), so the expert does too.
+    ssh(cp1, f"{kubectl} -n kube-system rollout status daemonset/cilium --timeout 600s"
+        f" && {kubectl} -n kube-system rollout status deployment/cilium-operator --timeout 600s")  # fmt: skip
     ssh(cp1, f"{kubectl} create namespace argocd && {kubectl} apply --server-side -n argocd -f - >/dev/null",
         manifest.read_bytes())  # fmt: skip
     ssh(cp1, f"{kubectl} wait --for condition=Established --timeout 120s"
