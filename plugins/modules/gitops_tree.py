@@ -24,7 +24,7 @@ description:
   - Files this module wrote before are recorded with their checksums in C(.homelab-bootstrap.json).
     A recorded file is regenerated only if nobody edited it since; a file that is not recorded is
     never overwritten; a file the tree no longer has is removed only if unedited. Anything else
-    is a conflict: the run stops before writing anything and names the files.
+    is a conflict; the run stops before writing anything and names the files.
   - Commits only the files it owns, with a message naming what changed, and pushes when asked.
   - Supports check mode and diff mode.
 version_added: "1.0.0"

@@ -20,12 +20,12 @@ short_description: Record and check the receipts of converged roles (the fast pa
 description:
   - A receipt is a JSON file per role in O(dir), written after the role converged on the node. It
     holds the fingerprint of the role's inputs (its own files and the values of the variables it reads,
-    computed on the controller by the action plugin of the same name) and what the role manages: the
+    computed on the controller by the action plugin of the same name) and what the role manages (the
     owner, mode and sha256 of every file, paths that must exist or must not, systemd units that must be
     active, enabled or masked, running kernel parameters, installed packages, swap off, the host name,
-    and the facts the role exports.
-  - With O(check), one call looks at the receipts of several roles and reports which still hold: the
-    fingerprint is the same and every recorded item is still as recorded. A file whose size, mtime,
+    and the facts the role exports).
+  - With O(check), one call looks at the receipts of several roles and reports which still hold (the
+    fingerprint is the same and every recorded item is still as recorded). A file whose size, mtime,
     ctime and inode are unchanged is taken as unchanged without reading it (as git does for its index);
     any other file is hashed again. The facts of the receipts that hold are returned as facts.
   - With O(record), it writes the receipt of one role, after checking that everything the role is to
