@@ -87,8 +87,8 @@ class Handler(BaseHTTPRequestHandler):
             "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
         }
         result = subprocess.run([self.backend], input=body, env=env, capture_output=True, check=False)
-        head, _, payload = result.stdout.partition(b"\r\n\r\n")
-        if not _:
+        head, sep, payload = result.stdout.partition(b"\r\n\r\n")
+        if not sep:
             head, _, payload = result.stdout.partition(b"\n\n")
         status, headers = 200, []
         for line in head.decode("latin-1").splitlines():
