@@ -1,4 +1,4 @@
-"""The opt-in `argocd-images` group of lab/mirror/build.py: ArgoCD's images from source.
+"""The `argocd-images` group of lab/mirror/build.py: ArgoCD's images from source.
 
 quay.io/argoproj/argocd (the `argocd` multi-call binary from the github.com/argoproj/argo-cd/v3
 module zip, on Debian with the repo server's tools, laid out like upstream's Dockerfile) and the
@@ -25,10 +25,6 @@ ARGOCD_CMD = f"{ARGOCD_MODULE}/cmd"
 ARGOCD_VERSION_PKG = f"{ARGOCD_MODULE}/common"
 ARGOCD_IMAGE_BASE = "homelab-node:debian12"
 ARGOCD_USER_ID = 999
-# The lab's cluster already applies install.yaml (its pods wait for images) and
-# lab/mirror_server.py pushes mirror/images/*.tar: until the lab is proven on these images
-# they are saved one level down, where nothing picks them up (as the datapath group does).
-ARGOCD_IMAGES_SUBDIR = "argocd"
 # The names the final stage of upstream's Dockerfile links to /usr/local/bin/argocd, plus
 # argocd-git-ask-pass (cmd/main.go dispatches on it; the repo server reaches it through
 # ARGOCD_BINARY_NAME, so upstream needs no link).
@@ -314,13 +310,13 @@ def image_recipes(base: Mapping[str, str], toolchain: str, kustomize: str = "") 
         "collection_kustomize": kustomize,
         "scripts": ARGOCD_SCRIPTS,
         "dockerfile": argocd_dockerfile(),
-        "images": f"images/{ARGOCD_IMAGES_SUBDIR}/",
+        "images": "images/",
     }
     redis = {
         "dockerfile": redis_dockerfile(),
         "entrypoint": REDIS_ENTRYPOINT,
         "ref": "install.yaml",
-        "images": f"images/{ARGOCD_IMAGES_SUBDIR}/",
+        "images": "images/",
     }
     return {"argocd-image": argocd, "argocd-redis-image": redis}
 
@@ -331,7 +327,7 @@ def image_recipes(base: Mapping[str, str], toolchain: str, kustomize: str = "") 
 
 
 def artifacts(b: ModuleType, versions: Mapping[str, str], base: Mapping[str, str]) -> list[Any]:
-    """build.py's Artifacts of the group (opt-in: `build.py --only argocd-images`)."""
+    """build.py's Artifacts of the group (part of `make mirror`)."""
     version = b.pin(versions, "argocd_version")
     recipes = image_recipes(base, versions.get("go_toolchain_version", ""), versions.get("kustomize_version", ""))
     return [
@@ -441,7 +437,7 @@ def build_argocd(b: ModuleType, ctx: Any) -> None:
     b.timed(
         ctx,
         "docker build + save (argocd image)",
-        lambda: b.docker_build_save(ctx, ref, context, ARGOCD_IMAGES_SUBDIR),
+        lambda: b.docker_build_save(ctx, ref, context),
     )
 
 
@@ -456,5 +452,5 @@ def build_redis(b: ModuleType, ctx: Any) -> None:
     (context / "docker-entrypoint.sh").chmod(0o755)
     (context / "Dockerfile").write_text(redis_dockerfile(), encoding="utf-8")
     b.timed(
-        ctx, "docker build + save (redis image)", lambda: b.docker_build_save(ctx, ref, context, ARGOCD_IMAGES_SUBDIR)
+        ctx, "docker build + save (redis image)", lambda: b.docker_build_save(ctx, ref, context)
     )

@@ -35,9 +35,8 @@ GROUPS = ("node", "control-plane", "tools", "gitops", "validate-tools", "datapat
 # Groups of programs for this machine ($HOMELAB_CACHE/tools/bin, on the Makefile's PATH), not
 # mirror content: built only when named with --only, and left out of mirror/manifest.json.
 LOCAL_GROUPS = ("validate-tools",)
-# Groups built only when named with --only (not by `make mirror`): the local ones, and the
-# Cilium images from source until the lab runs on them.
-OPT_IN_GROUPS = (*LOCAL_GROUPS, "argocd-images")
+# Groups built only when named with --only (not by `make mirror`): the local ones.
+OPT_IN_GROUPS = LOCAL_GROUPS
 # Bump when the build logic changes in a way the declarative recipes below do not capture:
 # every stamp then stops matching and the next run rebuilds everything (cheaply, from Go's cache).
 RECIPE_REVISION = 1
@@ -1128,7 +1127,7 @@ def build_gateway_api_crds(ctx: Ctx) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Datapath: the Cilium agent and operator images from the module zip (opt-in group).
+# Datapath: the Cilium agent and operator images from the module zip.
 # --------------------------------------------------------------------------------------------
 
 # Commands of upstream's SUBDIRS_CILIUM_CONTAINER (Makefile) by package directory, under their
@@ -1505,7 +1504,7 @@ def artifacts(versions: Mapping[str, str], gover: str) -> list[Artifact]:
 
 
 def datapath_artifacts(versions: Mapping[str, str], base: Mapping[str, str]) -> list[Artifact]:
-    """The Cilium images built from source (opt-in: `build.py --only datapath`)."""
+    """The Cilium images built from source (part of `make mirror`)."""
     cilium = pin(versions, "cilium_version")
     recipe = {
         **base,

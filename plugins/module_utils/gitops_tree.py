@@ -123,6 +123,16 @@ def owner_of(path: str, catalog: Mapping[str, Mapping[str, Any]]) -> str | None:
     return best[1]
 
 
+def chart_repo_url(repo: str, settings: Mapping[str, Any]) -> str:
+    """Where ArgoCD fetches a chart repository: upstream, or with download_mirror_url set, the
+    mirror's copy at <mirror>/<upstream host>/<upstream path> (the layout of every download)."""
+    mirror = str(settings.get("download_mirror_url") or "").rstrip("/")
+    scheme, sep, rest = repo.partition("://")
+    if not mirror or not sep or scheme not in ("http", "https"):
+        return repo
+    return f"{mirror}/{rest}"
+
+
 def application(name: str, entry: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
     """One ArgoCD Application: the entry's directory, plus its chart when it has one."""
     repo = settings["gitops_repo_url"]
@@ -131,7 +141,7 @@ def application(name: str, entry: Mapping[str, Any], settings: Mapping[str, Any]
     if entry.get("chart"):
         chart = settings["gitops_charts"][entry["chart"]]
         chart_source = {
-            "repoURL": chart["repo"],
+            "repoURL": chart_repo_url(chart["repo"], settings),
             "chart": chart["chart"],
             "targetRevision": str(chart["version"]),
             "helm": {
@@ -181,8 +191,13 @@ def app_project(project: str, entries: Mapping[str, Mapping[str, Any]], settings
     """An AppProject allowing exactly the repositories and namespaces its Applications use."""
     members = {n: e for n, e in entries.items() if e["project"] == project}
     repos = {settings["gitops_repo_url"]}
-    repos.update(settings["gitops_charts"][e["chart"]]["repo"] for e in members.values() if e.get("chart"))
-    namespaces = sorted({ns for e in members.values() for ns in entry_namespaces(e)})
+    charts = settings["gitops_charts"]
+    repos.update(chart_repo_url(charts[e["chart"]]["repo"], settings) for e in members.values() if e.get("chart"))
+    # Namespaces a chart creates itself (chart_namespaces) are destinations too, but get no
+    # Namespace object of the tree's: two Applications would own it.
+    namespaces = sorted(
+        {ns for e in members.values() for ns in [*entry_namespaces(e), *e.get("chart_namespaces", [])]}
+    )
     spec: dict[str, Any] = {
         "description": f"homelab {project}: {len(members)} applications",
         "sourceRepos": sorted(repos),

@@ -649,6 +649,10 @@ def _check_node_labels(hosts_settings: Mapping[str, Mapping[str, Any]], errors: 
                     )
 
 
+# A Go time.Duration as ArgoCD parses it: whole units, largest first (180s, 3m, 1h30m).
+GO_DURATION_RE = re.compile(r"(?:\d+h)?(?:\d+m)?(?:\d+s)?(?<=[hms])")
+
+
 def _check_bootstrap(
     settings: Mapping[str, Any],
     groups: Mapping[str, list[str]],
@@ -662,6 +666,10 @@ def _check_bootstrap(
             f"cluster_pod_cidr {pod_cidr} is IPv6, but cilium_values hands it to Cilium's IPv4 cluster pool: "
             "use an IPv4 pod CIDR"
         )
+    for name in ("argocd_reconciliation_timeout", "argocd_reconciliation_jitter"):
+        value = settings.get(name)
+        if _enabled(settings, "argocd") and isinstance(value, str) and not GO_DURATION_RE.fullmatch(value):
+            errors.append(f"{name} {value!r} is not a duration ArgoCD reads: write it like 120s, 3m or 1m30s")
     if not _enabled(settings, "argocd") or settings.get("argocd_install_variant") != "ha":
         return
     workers = len(groups.get("workers", []))

@@ -1,0 +1,58 @@
+# An install manifest as the objects to apply: parsed with libyaml (ArgoCD's is 2 MB, too slow
+# for Jinja's from_yaml_all), objects switched off left out, settings merged into ConfigMaps.
+"""Jinja filters of the homelab.bootstrap collection for upstream install manifests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+from ansible.errors import AnsibleFilterError
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _ref(obj: Mapping[str, Any]) -> str:
+    return f"{obj.get('kind')}/{(obj.get('metadata') or {}).get('name')}"
+
+
+def manifest_objects(
+    text: str,
+    omit: Iterable[str] = (),
+    configmap_data: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[dict[str, Any]]:
+    """The objects of a multi-document manifest, in order.
+
+    omit: "Kind/name" of objects to leave out (each must be in the manifest: a name that no
+    longer matches would silently install what the user switched off).
+    configmap_data: {ConfigMap name: data}, merged over that ConfigMap's data (it must exist).
+    """
+    try:
+        objects = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc]
+    except yaml.YAMLError as exc:
+        raise AnsibleFilterError(f"manifest_objects: the manifest is not valid YAML: {exc}") from exc
+    refs = {_ref(o) for o in objects}
+    omitted = set(omit)
+    settings = dict(configmap_data or {})
+    missing = sorted((omitted - refs) | {f"ConfigMap/{name}" for name in settings} - refs)
+    if missing:
+        raise AnsibleFilterError(f"manifest_objects: the manifest holds no {', '.join(missing)}")
+    result = []
+    for obj in objects:
+        ref = _ref(obj)
+        if ref in omitted:
+            continue
+        name = obj["metadata"]["name"]
+        if obj.get("kind") == "ConfigMap" and name in settings:
+            result.append({**obj, "data": {**(obj.get("data") or {}), **settings[name]}})
+        else:
+            result.append(obj)
+    return result
+
+
+class FilterModule:
+    """homelab.bootstrap manifest filters."""
+
+    def filters(self) -> dict[str, Any]:
+        return {"manifest_objects": manifest_objects}
