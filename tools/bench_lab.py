@@ -312,6 +312,17 @@ def run_local(cmd: list[str], cwd: Path | None = None) -> None:
         raise RuntimeError(f"{' '.join(cmd[:3])} failed ({proc.returncode}): {(proc.stderr + proc.stdout)[-3000:]}")
 
 
+# install.yaml's workloads but Dex, which the lab leaves out.
+ARGOCD_WORKLOADS = (
+    "statefulset/argocd-application-controller",
+    "deployment/argocd-applicationset-controller",
+    "deployment/argocd-notifications-controller",
+    "deployment/argocd-redis",
+    "deployment/argocd-repo-server",
+    "deployment/argocd-server",
+)
+
+
 def bootstrap_baseline(cp1: str, tree: Path, versions: dict[str, Any], settings: dict[str, Any], work: Path) -> None:
     """The bootstrap phases by hand: Cilium with helm, ArgoCD and its hand-off with kubectl, the tree into Git."""
     files = CACHE / "mirror" / "files"
@@ -331,10 +342,13 @@ def bootstrap_baseline(cp1: str, tree: Path, versions: dict[str, Any], settings:
     # site.yml waits for Cilium's rollout (cilium_wait), so the expert does too.
     ssh(cp1, f"{kubectl} -n kube-system rollout status daemonset/cilium --timeout 600s"
         f" && {kubectl} -n kube-system rollout status deployment/cilium-operator --timeout 600s")  # fmt: skip
-    ssh(cp1, f"{kubectl} create namespace argocd && {kubectl} apply --server-side -n argocd -f - >/dev/null",
-        manifest.read_bytes())  # fmt: skip
+    # The lab's ArgoCD has no Dex (inventory/lab: argocd_dex_enabled false): the expert deletes
+    # its Deployment and waits for the rest, as site.yml does (argocd_wait).
+    ssh(cp1, f"{kubectl} create namespace argocd && {kubectl} apply --server-side -n argocd -f - >/dev/null"
+        f" && {kubectl} -n argocd delete deployment argocd-dex-server", manifest.read_bytes())  # fmt: skip
     ssh(cp1, f"{kubectl} wait --for condition=Established --timeout 120s"
         " crd/applications.argoproj.io crd/appprojects.argoproj.io crd/applicationsets.argoproj.io")  # fmt: skip
+    ssh(cp1, " && ".join(f"{kubectl} -n argocd rollout status {w} --timeout 600s" for w in ARGOCD_WORKLOADS))
     ssh(cp1, f"{kubectl} -n argocd create secret generic gitops-repo --from-literal=type=git"
         f" --from-literal=url={settings['gitops_repo_url']} --from-literal=username=git --from-file=password=/dev/stdin"
         f" && {kubectl} -n argocd label secret gitops-repo argocd.argoproj.io/secret-type=repository",

@@ -451,6 +451,4 @@ def build_redis(b: ModuleType, ctx: Any) -> None:
     (context / "docker-entrypoint.sh").write_text(REDIS_ENTRYPOINT, encoding="utf-8")
     (context / "docker-entrypoint.sh").chmod(0o755)
     (context / "Dockerfile").write_text(redis_dockerfile(), encoding="utf-8")
-    b.timed(
-        ctx, "docker build + save (redis image)", lambda: b.docker_build_save(ctx, ref, context)
-    )
+    b.timed(ctx, "docker build + save (redis image)", lambda: b.docker_build_save(ctx, ref, context))

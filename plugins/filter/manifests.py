@@ -17,16 +17,37 @@ def _ref(obj: Mapping[str, Any]) -> str:
     return f"{obj.get('kind')}/{(obj.get('metadata') or {}).get('name')}"
 
 
+def _with_resources(obj: dict[str, Any], workload: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a Deployment/StatefulSet with each named container's resources set."""
+    spec = dict(obj["spec"]["template"]["spec"])
+    for field, key in (("initContainers", "init_containers"), ("containers", "containers")):
+        wanted = dict(workload.get(key) or {})
+        containers = []
+        for container in spec.get(field) or []:
+            name = container.get("name")
+            containers.append({**container, "resources": wanted.pop(name)} if name in wanted else container)
+        if wanted:
+            raise AnsibleFilterError(f"manifest_objects: {_ref(obj)} has no {field} {', '.join(sorted(wanted))}")
+        if containers:
+            spec[field] = containers
+    template = {**obj["spec"]["template"], "spec": spec}
+    return {**obj, "spec": {**obj["spec"], "template": template}}
+
+
 def manifest_objects(
     text: str,
     omit: Iterable[str] = (),
     configmap_data: Mapping[str, Mapping[str, str]] | None = None,
+    resources: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """The objects of a multi-document manifest, in order.
 
     omit: "Kind/name" of objects to leave out (each must be in the manifest: a name that no
     longer matches would silently install what the user switched off).
     configmap_data: {ConfigMap name: data}, merged over that ConfigMap's data (it must exist).
+    resources: {workload name: {kind, containers: {name: resources}, init_containers: {...}}},
+    each container's requests and limits; workloads the manifest does not have are skipped (the
+    standard and HA variants differ), a container a listed workload lacks is an error.
     """
     try:
         objects = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc]
@@ -35,6 +56,7 @@ def manifest_objects(
     refs = {_ref(o) for o in objects}
     omitted = set(omit)
     settings = dict(configmap_data or {})
+    workloads = {f"{w.get('kind')}/{name}": w for name, w in (resources or {}).items()}
     missing = sorted((omitted - refs) | {f"ConfigMap/{name}" for name in settings} - refs)
     if missing:
         raise AnsibleFilterError(f"manifest_objects: the manifest holds no {', '.join(missing)}")
@@ -46,6 +68,8 @@ def manifest_objects(
         name = obj["metadata"]["name"]
         if obj.get("kind") == "ConfigMap" and name in settings:
             result.append({**obj, "data": {**(obj.get("data") or {}), **settings[name]}})
+        elif ref in workloads:
+            result.append(_with_resources(obj, workloads[ref]))
         else:
             result.append(obj)
     return result

@@ -84,8 +84,51 @@ def workload_readiness(workloads: Iterable[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def _rolled_out(item: Mapping[str, Any]) -> bool:
+    """As kubernetes.core's wait: the controller saw the newest spec, and every replica is
+    updated and ready (a DaemonSet: on every node it should run on)."""
+    meta, spec, status = item.get("metadata") or {}, item.get("spec") or {}, item.get("status") or {}
+    if status.get("observedGeneration", 0) < meta.get("generation", 0):
+        return False
+    if item.get("kind") == "DaemonSet":
+        desired = status.get("desiredNumberScheduled", 0)
+        return status.get("numberReady", 0) == desired and status.get("updatedNumberScheduled", 0) == desired
+    desired = spec.get("replicas", 1)
+    counts = [status.get("readyReplicas", 0), status.get("updatedReplicas", 0)]
+    if item.get("kind") == "Deployment":
+        counts.append(status.get("availableReplicas", 0))
+    elif status.get("updateRevision") and status.get("currentRevision") != status.get("updateRevision"):
+        return False
+    return all((count or 0) == desired for count in counts)
+
+
+def unready_workloads(workloads: Iterable[Mapping[str, Any]]) -> list[str]:
+    """ "Kind/name" of each DaemonSet, Deployment or StatefulSet not fully rolled out: what a
+    rerun still has to wait for (usually nothing)."""
+    return [
+        f"{item.get('kind')}/{(item.get('metadata') or {}).get('name')}" for item in workloads if not _rolled_out(item)
+    ]
+
+
+def established_crds(crds: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Names of the CustomResourceDefinitions whose Established condition is True."""
+    return [
+        (crd.get("metadata") or {}).get("name", "")
+        for crd in crds
+        if any(
+            c.get("type") == "Established" and c.get("status") == "True"
+            for c in (crd.get("status") or {}).get("conditions") or []
+        )
+    ]
+
+
 class FilterModule:
     """homelab.bootstrap workload filters."""
 
     def filters(self) -> dict[str, Any]:
-        return {"pod_problems": pod_problems, "workload_readiness": workload_readiness}
+        return {
+            "pod_problems": pod_problems,
+            "workload_readiness": workload_readiness,
+            "unready_workloads": unready_workloads,
+            "established_crds": established_crds,
+        }

@@ -195,9 +195,7 @@ def app_project(project: str, entries: Mapping[str, Mapping[str, Any]], settings
     repos.update(chart_repo_url(charts[e["chart"]]["repo"], settings) for e in members.values() if e.get("chart"))
     # Namespaces a chart creates itself (chart_namespaces) are destinations too, but get no
     # Namespace object of the tree's: two Applications would own it.
-    namespaces = sorted(
-        {ns for e in members.values() for ns in [*entry_namespaces(e), *e.get("chart_namespaces", [])]}
-    )
+    namespaces = sorted({ns for e in members.values() for ns in [*entry_namespaces(e), *e.get("chart_namespaces", [])]})
     spec: dict[str, Any] = {
         "description": f"homelab {project}: {len(members)} applications",
         "sourceRepos": sorted(repos),

@@ -109,3 +109,53 @@ def test_namespaces_a_chart_creates_are_destinations_without_a_namespace_file() 
     assert {d["namespace"] for d in project["spec"]["destinations"]} >= {"kube-system", "cilium-secrets"}
     levels = gitops_tree.namespace_levels({"cilium": CATALOG["cilium"]}, "baseline")
     assert "cilium-secrets" not in levels
+
+
+WORKLOADS = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: argocd-repo-server
+spec:
+  template:
+    spec:
+      initContainers:
+      - name: copyutil
+        image: argocd
+      containers:
+      - name: argocd-repo-server
+        image: argocd
+      - name: sidecar
+        image: other
+"""
+REPO_SERVER = {
+    "kind": "Deployment",
+    "init_containers": {"copyutil": {"requests": {"cpu": "10m"}}},
+    "containers": {"argocd-repo-server": {"limits": {"memory": "1Gi"}}},
+}
+
+
+def test_workload_resources_are_set_per_container() -> None:
+    """The bootstrap installs ArgoCD with the tree's requests and limits: its own Application
+    then finds nothing to change (no second rollout right after the install)."""
+    (deployment,) = manifest_objects(WORKLOADS, resources={"argocd-repo-server": REPO_SERVER})
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["resources"] == {"requests": {"cpu": "10m"}}
+    assert pod["containers"][0]["resources"] == {"limits": {"memory": "1Gi"}}
+    assert "resources" not in pod["containers"][1]
+
+
+def test_resources_of_a_missing_container_are_an_error() -> None:
+    renamed = {**REPO_SERVER, "containers": {"repo-server": {}}}
+    with pytest.raises(AnsibleFilterError, match="has no containers repo-server"):
+        manifest_objects(WORKLOADS, resources={"argocd-repo-server": renamed})
+    # A workload only the other variant (standard or HA) has is skipped, as is an omitted one.
+    assert manifest_objects(WORKLOADS, resources={"argocd-redis": {"kind": "Deployment"}})[0] == yaml.safe_load(
+        WORKLOADS
+    )
+    assert (
+        manifest_objects(
+            WORKLOADS, omit=["Deployment/argocd-repo-server"], resources={"argocd-repo-server": REPO_SERVER}
+        )
+        == []
+    )

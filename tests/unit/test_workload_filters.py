@@ -5,7 +5,12 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.homelab.bootstrap.plugins.filter.workloads import pod_problems, workload_readiness
+from ansible_collections.homelab.bootstrap.plugins.filter.workloads import (
+    established_crds,
+    pod_problems,
+    unready_workloads,
+    workload_readiness,
+)
 
 
 def pod(name: str, node: str | None, phase: str, ready: bool, **status: Any) -> dict[str, Any]:
@@ -101,3 +106,55 @@ def test_workload_readiness() -> None:
         "Deployment/cilium-operator: 0/2 ready",
         "StatefulSet/argocd-application-controller: 1/1 ready",
     ]
+
+
+def workload(kind: str, generation: int = 2, observed: int = 2, **status: Any) -> dict[str, Any]:
+    spec = {} if kind == "DaemonSet" else {"replicas": 2}
+    return {
+        "kind": kind,
+        "metadata": {"name": kind.lower(), "generation": generation},
+        "spec": spec,
+        "status": {"observedGeneration": observed, **status},
+    }
+
+
+ROLLED_OUT = {
+    "DaemonSet": {"desiredNumberScheduled": 5, "numberReady": 5, "updatedNumberScheduled": 5},
+    "Deployment": {"readyReplicas": 2, "updatedReplicas": 2, "availableReplicas": 2},
+    "StatefulSet": {"readyReplicas": 2, "updatedReplicas": 2, "currentRevision": "a", "updateRevision": "a"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ROLLED_OUT))
+def test_rolled_out_workloads_need_no_wait(kind: str) -> None:
+    assert unready_workloads([workload(kind, **ROLLED_OUT[kind])]) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "changes"),
+    [
+        ("DaemonSet", {"numberReady": 4}),
+        ("DaemonSet", {"updatedNumberScheduled": 3}),
+        ("Deployment", {"availableReplicas": 1}),
+        ("Deployment", {"updatedReplicas": 1}),
+        ("StatefulSet", {"updateRevision": "b"}),
+        ("StatefulSet", {"readyReplicas": 0}),
+    ],
+)
+def test_a_rollout_in_progress_is_waited_for(kind: str, changes: dict[str, Any]) -> None:
+    assert unready_workloads([workload(kind, **{**ROLLED_OUT[kind], **changes})]) == [f"{kind}/{kind.lower()}"]
+
+
+def test_a_spec_the_controller_has_not_seen_is_waited_for() -> None:
+    """Right after an apply the counts still describe the previous spec."""
+    stale = workload("Deployment", generation=3, observed=2, **ROLLED_OUT["Deployment"])
+    assert unready_workloads([stale]) == ["Deployment/deployment"]
+
+
+def test_established_crds_are_named() -> None:
+    crds = [
+        {"metadata": {"name": "a"}, "status": {"conditions": [{"type": "Established", "status": "True"}]}},
+        {"metadata": {"name": "b"}, "status": {"conditions": [{"type": "Established", "status": "False"}]}},
+        {"metadata": {"name": "c"}, "status": {}},
+    ]
+    assert established_crds(crds) == ["a"]
