@@ -8,6 +8,15 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
+try:
+    from kubernetes import config
+    from kubernetes.dynamic import DynamicClient
+    from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
+except ImportError as exc:  # reported by main(), as Ansible modules do
+    KUBERNETES_IMPORT_ERROR: ImportError | None = exc
+else:
+    KUBERNETES_IMPORT_ERROR = None
+
 DOCUMENTATION = r"""
 ---
 module: kube_apply
@@ -95,12 +104,8 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    try:
-        from kubernetes import config
-        from kubernetes.dynamic import DynamicClient
-        from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
-    except ImportError as exc:
-        module.fail_json(msg=f"the kubernetes Python package is missing on the controller: {exc}")
+    if KUBERNETES_IMPORT_ERROR is not None:
+        module.fail_json(msg=f"the kubernetes Python package is missing on the controller: {KUBERNETES_IMPORT_ERROR}")
     params = module.params
     dyn = DynamicClient(config.new_client_from_config(config_file=params["kubeconfig"]))
 
