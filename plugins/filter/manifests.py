@@ -39,6 +39,7 @@ def manifest_objects(
     omit: Iterable[str] = (),
     configmap_data: Mapping[str, Mapping[str, str]] | None = None,
     resources: Mapping[str, Mapping[str, Any]] | None = None,
+    subject_namespace: str = "",
 ) -> list[dict[str, Any]]:
     """The objects of a multi-document manifest, in order.
 
@@ -48,6 +49,8 @@ def manifest_objects(
     resources: {workload name: {kind, containers: {name: resources}, init_containers: {...}}},
     each container's requests and limits; workloads the manifest does not have are skipped (the
     standard and HA variants differ), a container a listed workload lacks is an error.
+    subject_namespace: given to ServiceAccount subjects of RoleBindings that name none, as
+    kustomize's `namespace:` does (so the objects equal the tree's build of the same manifest).
     """
     try:
         objects = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc]
@@ -70,6 +73,14 @@ def manifest_objects(
             result.append({**obj, "data": {**(obj.get("data") or {}), **settings[name]}})
         elif ref in workloads:
             result.append(_with_resources(obj, workloads[ref]))
+        elif subject_namespace and obj.get("kind") == "RoleBinding":
+            subjects = [
+                {**s, "namespace": subject_namespace}
+                if s.get("kind") == "ServiceAccount" and not s.get("namespace")
+                else s
+                for s in obj.get("subjects") or []
+            ]
+            result.append({**obj, "subjects": subjects})
         else:
             result.append(obj)
     return result

@@ -159,3 +159,22 @@ def test_resources_of_a_missing_container_are_an_error() -> None:
         )
         == []
     )
+
+
+def test_role_binding_subjects_get_the_namespace_as_kustomize_gives_them() -> None:
+    binding = """\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: argocd-server
+subjects:
+- kind: ServiceAccount
+  name: argocd-server
+- kind: User
+  name: someone
+"""
+    (obj,) = manifest_objects(binding, subject_namespace="argocd")
+    assert obj["subjects"] == [
+        {"kind": "ServiceAccount", "name": "argocd-server", "namespace": "argocd"},
+        {"kind": "User", "name": "someone"},
+    ]
