@@ -27,7 +27,7 @@ description:
     one API discovery and two requests per object instead of a module run per object.
   - An object is C(changed) when it did not exist or its C(resourceVersion) moved; an apply that
     changes nothing leaves C(changed) false, so reruns stay idempotent.
-  - In check mode every apply is sent with C(dryRun=All): the API server validates it and says
+  - In check mode every apply is sent with C(dryRun=All), so the API server validates it and says
     what would change, and nothing is stored.
 version_added: 0.1.0
 author: homelab-bootstrap maintainers
