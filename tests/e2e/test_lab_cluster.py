@@ -454,6 +454,16 @@ def test_root_and_every_child_application_are_synced_and_healthy(first_run: LabR
         time.sleep(5)
     print(f"\nArgoCD: {len(wanted)} Applications Synced and Healthy at {head[:12]}, {time.monotonic() - start:.0f} s")
     assert set(apps) == wanted, f"Applications that Git does not hold: {sorted(set(apps) - wanted)}"
+    # ArgoCD adopted what the bootstrap installed as it was: it rolled no Cilium agent and no
+    # ArgoCD pod (the bootstrap applies the tree's values and patches), so each pod template is
+    # still its first revision.
+    revisions = kubectl("-n", "kube-system", "get", "controllerrevisions", "-l", "k8s-app=cilium", "-o", "json")
+    revisions = json.loads(revisions)
+    assert len(revisions["items"]) == 1, "ArgoCD's adoption of Cilium restarted the agents"
+    for name in ("argocd-server", "argocd-repo-server", "argocd-redis"):
+        live = json.loads(kubectl("-n", "argocd", "get", "deployment", name, "-o", "json"))
+        revision = live["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+        assert revision == "1", f"ArgoCD's sync of itself rolled {name} (revision {revision})"
     # ArgoCD owns what the bootstrap installed: Cilium's agents and its own server are in the
     # resources of their Applications, in sync.
     for app, kind, name in (("cilium", "DaemonSet", "cilium"), ("argocd", "Deployment", "argocd-server")):
