@@ -63,6 +63,25 @@ def lab_up(name: str, *args: str) -> LabRun:
     return run
 
 
+def ansible_playbook(*args: str, log: str, env: dict[str, str] | None = None) -> str:
+    """One ansible-playbook run from the repository, as `make` runs it; its output kept as
+    $HOMELAB_CACHE/lab/logs/<log>.log (the secret scans read that directory). Fails on a
+    non-zero exit."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), **(env or {})},
+    )
+    output = proc.stdout + proc.stderr
+    (LOGS / f"{log}.log").write_text(output)
+    assert proc.returncode == 0, output[-6000:]
+    return output
+
+
 def node_exec(node: str, *argv: str, check: bool = True) -> str:
     proc = subprocess.run(["docker", "exec", node, *argv], capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import os
 import re
 import stat
 import subprocess
@@ -25,6 +24,7 @@ from tests.e2e.conftest import (
     VIP,
     VIP_PORT,
     LabRun,
+    ansible_playbook,
     https_ok,
     kubectl,
     lab_up,
@@ -288,27 +288,15 @@ def argocd_phase_with_external_secrets() -> None:
     """The argocd phase once more with external-secrets switched on, as on a real cluster: the lab
     leaves it off (its chart is not in the mirror), so it is the run that writes the token."""
     components = {**LAB_SETTINGS["homelab_components"], "external_secrets": True}
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(REPO / "inventory/lab"),
-            str(REPO / "playbooks/argocd.yml"),
-            "-e",
-            json.dumps({"homelab_components": components}),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-        env={
-            **os.environ,
-            "HOMELAB_SECRET_STORE_TOKEN": SECRET_STORE_TOKEN,
-            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        },
+    ansible_playbook(
+        "-i",
+        str(REPO / "inventory/lab"),
+        str(REPO / "playbooks/argocd.yml"),
+        "-e",
+        json.dumps({"homelab_components": components}),
+        log="argocd-external-secrets",
+        env={"HOMELAB_SECRET_STORE_TOKEN": SECRET_STORE_TOKEN},
     )
-    (LOGS / "argocd-external-secrets.log").write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
 
 
 def test_bootstrap_secrets_reach_the_cluster_only(first_run: LabRun) -> None:
@@ -518,26 +506,18 @@ def render_example_tree(tmp_path: Path) -> Path:
     """inventory/example's tree (every component and app on), rendered offline as
     `make validate-tree` does: the lab itself runs only what its mirror can serve."""
     tree = tmp_path / "example-tree"
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            str(REPO / "playbooks/gitops.yml"),
-            "-i",
-            str(REPO / "inventory/example"),
-            "-e",
-            f"gitops_repo_local_path={tree}",
-            "-e",
-            "gitops_push=false",
-            "-e",
-            f"download_mirror_url=file://{CACHE}/mirror/files",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
+    ansible_playbook(
+        str(REPO / "playbooks/gitops.yml"),
+        "-i",
+        str(REPO / "inventory/example"),
+        "-e",
+        f"gitops_repo_local_path={tree}",
+        "-e",
+        "gitops_push=false",
+        "-e",
+        f"download_mirror_url=file://{CACHE}/mirror/files",
+        log="render-example-tree",
     )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     return tree
 
 
