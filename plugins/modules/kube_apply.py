@@ -11,7 +11,7 @@ from ansible.module_utils.basic import AnsibleModule
 try:
     from kubernetes import config
     from kubernetes.dynamic import DynamicClient
-    from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
+    from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 except ImportError as exc:  # reported by main(), as Ansible modules do
     KUBERNETES_IMPORT_ERROR: ImportError | None = exc
 else:
@@ -24,7 +24,8 @@ short_description: Server-side apply a list of Kubernetes objects, reporting whi
 description:
   - Applies each object with server-side apply (C(kubectl apply --server-side)) through one API
     client, in the order given, so that a manifest of many objects (ArgoCD's install manifest) costs
-    one API discovery and two requests per object instead of a module run per object.
+    one API discovery, one metadata list per kind and namespace, and one request per object
+    instead of a module run per object.
   - An object is C(changed) when it did not exist or its C(resourceVersion) moved; an apply that
     changes nothing leaves C(changed) false, so reruns stay idempotent.
   - In check mode every apply is sent with C(dryRun=All), so the API server validates it and says
@@ -88,6 +89,10 @@ unchanged:
 """
 
 
+# Object metadata only (names and resourceVersions), not whole objects: CRDs are large.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
 def _ref(obj: dict[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     return "/".join(p for p in (obj.get("kind"), meta.get("namespace"), meta.get("name")) if p)
@@ -117,12 +122,29 @@ def main() -> None:
             dyn.resources.invalidate_cache()
             return dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
 
+    # The resourceVersion of every object that exists already, from one metadata-only list per
+    # kind and namespace instead of one read per object: the apply then costs one request per
+    # object, half of the API server's work on a busy cluster.
+    versions: dict[tuple[str, str, str | None], dict[str, str]] = {}
+
+    def existing_version(resource: Any, name: str, namespace: str | None) -> str | None:
+        key = (resource.group_version, resource.kind, namespace)
+        if key not in versions:
+            listing = resource.get(namespace=namespace, header_params={"Accept": METADATA_LIST})
+            versions[key] = {item.metadata.name: item.metadata.resourceVersion for item in listing.items or []}
+        return versions[key].get(name)
+
+    objects: list[dict[str, Any]] = []
+    for definition in params["definitions"]:
+        obj = copy.deepcopy(definition)
+        obj.setdefault("metadata", {})
+        objects.append(obj)
+
     created: list[str] = []
     updated: list[str] = []
     unchanged = 0
-    for definition in params["definitions"]:
-        obj = copy.deepcopy(definition)
-        meta = obj.setdefault("metadata", {})
+    for obj in objects:
+        meta = obj["metadata"]
         try:
             resource = resource_of(obj)
         except (KeyError, ResourceNotFoundError) as exc:
@@ -133,10 +155,7 @@ def main() -> None:
             meta.pop("namespace", None)
         namespace = meta.get("namespace")
         try:
-            try:
-                before = resource.get(name=meta["name"], namespace=namespace).metadata.resourceVersion
-            except NotFoundError:
-                before = None
+            before = existing_version(resource, meta["name"], namespace)
             after = resource.server_side_apply(
                 body=obj,
                 name=meta["name"],
