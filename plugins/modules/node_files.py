@@ -58,7 +58,7 @@ attributes:
   check_mode:
     support: full
   diff_mode:
-    support: none
+    support: full
 """
 
 EXAMPLES = r"""
@@ -128,6 +128,7 @@ def main() -> None:
     )
     changed = False
     written: list[str] = []
+    diffs: list[dict[str, str]] = []
     for spec in module.params["files"]:
         path = spec["path"]
         if not os.path.isabs(path):
@@ -136,11 +137,20 @@ def main() -> None:
         changed = _make_dirs(module, path, changed)
         try:
             with open(path, "rb") as current:
-                same = current.read() == data
+                before = current.read()
         except FileNotFoundError:
-            same = False
-        if not same:
+            before = None
+        if before != data:
             written.append(path)
+            if module._diff:
+                diffs.append(
+                    {
+                        "before_header": path if before is not None else "/dev/null",
+                        "after_header": path,
+                        "before": (before or b"").decode(errors="replace"),
+                        "after": spec["content"],
+                    }
+                )
             changed = True
             if not module.check_mode:
                 fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".ansible-node-files-")
@@ -150,7 +160,7 @@ def main() -> None:
         if module.check_mode and not os.path.exists(path):
             continue
         changed = module.set_fs_attributes_if_different(_attributes(module, path, spec["mode"]), changed)
-    module.exit_json(changed=changed, written=written)
+    module.exit_json(changed=changed, written=written, diff=diffs)
 
 
 if __name__ == "__main__":

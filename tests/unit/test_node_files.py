@@ -78,3 +78,13 @@ def test_a_relative_path_is_refused(tmp_path: Path) -> None:
     result = node_files([{"path": "relative/hosts.toml", "content": "x"}])
     assert result.get("failed") is True
     assert "must be absolute" in result["msg"]
+
+
+def test_diff_mode_shows_what_changes(tmp_path: Path) -> None:
+    target = tmp_path / "config.toml"
+    target.write_text("version = 2\n")
+    result = node_files([{"path": str(target), "content": "version = 3\n"}], "--diff", "--check")
+    assert result["diff"] == [
+        {"before_header": str(target), "after_header": str(target), "before": "version = 2\n", "after": "version = 3\n"}
+    ]
+    assert target.read_text() == "version = 2\n"
