@@ -14,10 +14,10 @@ DOCUMENTATION = r"""
 module: node_files
 short_description: Write several small files and their directories on a node in one module run
 description:
-  - Writes each file whose content differs (atomically: a temporary file renamed into place), sets
+  - Writes each file whose content differs (atomically, a temporary file renamed into place), sets
     its owner, group and mode, and creates missing parent directories, all in one module run, where
-    a C(file) and a C(template) loop would cost two module runs per file (the registries' hosts.toml
-    files of containerd: seven registries, fourteen module runs).
+    a C(file) and a C(template) loop would cost two module runs per file (for the registries' hosts.toml
+    files of containerd, two per registry).
   - A file that already has the content, owner, group and mode is left alone; a rerun reports
     C(changed) false.
   - Files not listed are never touched or removed.
