@@ -93,7 +93,7 @@ validate-tree: venv validate-tools ## Render the GitOps tree of inventory/exampl
 	$(BIN)/python lab/mirror/build.py --only gitops
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	if ! $(BIN)/ansible-playbook playbooks/gitops.yml -i inventory/example \
-		-e gitops_repo_local_path="$$tmp/tree" -e gitops_push=false \
+		-e gitops_repo_local_path="$$tmp/tree" -e '{"gitops_push": false}' \
 		-e download_mirror_url="file://$(HOMELAB_CACHE)/mirror/files" > "$$tmp/render.log" 2>&1; then \
 		cat "$$tmp/render.log"; exit 1; fi; \
 	$(BIN)/python tools/validate_tree.py "$$tmp/tree"

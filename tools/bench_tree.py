@@ -63,7 +63,9 @@ def render(playbook: str, dest: Path) -> Callable[[], None]:
 def tree_vars(dest: Path) -> list[str]:
     # The vendored downloads come from the mirror's gitops group, as in `make validate-tree`.
     mirror = f"file://{cache_root() / 'mirror' / 'files'}"
-    return ["-e", f"gitops_repo_local_path={dest}", "-e", "gitops_push=false", "-e", f"download_mirror_url={mirror}"]
+    # gitops_push as JSON: a key=value extra var is a string, which the inventory validation refuses for a bool.
+    push = '{"gitops_push": false}'
+    return ["-e", f"gitops_repo_local_path={dest}", "-e", push, "-e", f"download_mirror_url={mirror}"]
 
 
 def cache_root() -> Path:

@@ -513,7 +513,7 @@ def render_example_tree(tmp_path: Path) -> Path:
         "-e",
         f"gitops_repo_local_path={tree}",
         "-e",
-        "gitops_push=false",
+        '{"gitops_push": false}',
         "-e",
         f"download_mirror_url=file://{CACHE}/mirror/files",
         log="render-example-tree",
