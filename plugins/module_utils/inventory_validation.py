@@ -148,6 +148,24 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+# Strings that mean a boolean (the first four true): an unquoted word in YAML, but a string when
+# given as a key=value extra var.
+BOOLEAN_WORDS = ("true", "yes", "on", "1", "false", "no", "off", "0")
+
+
+def _wrong_type(name: str, value: Any, wanted: str) -> str:
+    """The problem of a value of the wrong YAML type, saying how to write it right."""
+    if wanted == "bool" and isinstance(value, str) and value.lower() in BOOLEAN_WORDS:
+        word = "true" if value.lower() in BOOLEAN_WORDS[:4] else "false"
+        return (
+            f"{name} must be a boolean, not the string {value!r}: write {word} unquoted in the inventory, "
+            f"or on the command line -e '{{\"{name}\": {word}}}' (a key=value extra var is always a string)"
+        )
+    if wanted == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f'{name} must be a string: quote it ("{value}")'
+    return f"{name} must be of type {wanted}, got {_type_name(value)}"
+
+
 def _check_type(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:
     """Check one value against its argument spec; return the problem or None."""
     if _is_template(value):
@@ -166,9 +184,7 @@ def _check_type(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:
         if wanted == "int" and isinstance(value, bool):
             return f"{name} must be an integer, not {value!r}"
         if not isinstance(value, types):
-            if wanted == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                return f'{name} must be a string: quote it ("{value}")'
-            return f"{name} must be of type {wanted}, got {_type_name(value)}"
+            return _wrong_type(name, value, wanted)
     choices = spec.get("choices")
     if choices and value not in choices:
         return f"{name} is {value!r}; choose one of: {', '.join(map(str, choices))}"

@@ -18,10 +18,10 @@ VALID = sorted((FIXTURES / "valid").glob("*.yml"))
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
 
-def run_preflight(inventory: Path) -> subprocess.CompletedProcess[str]:
+def run_preflight(inventory: Path, *args: str, playbook: str = "preflight.yml") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), str(REPO / "playbooks" / "preflight.yml"), "-i", str(inventory)],
+        [str(ANSIBLE_PLAYBOOK), str(REPO / "playbooks" / playbook), "-i", str(inventory), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -63,3 +63,16 @@ def test_invalid_inventory_rejected_with_its_message(fixture: Path, inventory_fr
     assert case["expect"] in found[0], found
     if "must_not_contain" in case:
         assert case["must_not_contain"] not in output
+
+
+@pytest.mark.parametrize("playbook", ["preflight.yml", "gitops.yml", "nodes.yml"])
+def test_every_phase_validates_its_extra_vars_before_touching_anything(playbook: str) -> None:
+    # A phase run on its own validates too (nodes.yml would otherwise connect to the example's
+    # hosts, which do not exist: the run must stop before). key=value extra vars are strings.
+    result = run_preflight(REPO / "inventory" / "example", "-e", "gitops_push=false", playbook=playbook)
+    assert result.returncode != 0
+    found = problems(result.stdout)
+    assert len(found) == 1, result.stdout
+    assert "gitops_push must be a boolean, not the string 'false'" in found[0]
+    assert """-e '{"gitops_push": false}'""" in found[0]
+    assert "UNREACHABLE" not in result.stdout
