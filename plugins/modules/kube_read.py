@@ -7,14 +7,12 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from kubernetes import config
-    from kubernetes.dynamic import DynamicClient
-    from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
-except ImportError as exc:  # reported by main(), as Ansible modules do
-    KUBERNETES_IMPORT_ERROR: ImportError | None = exc
-else:
-    KUBERNETES_IMPORT_ERROR = None
+from ansible_collections.homelab.bootstrap.plugins.module_utils.kube_client import (
+    DynamicApiError,
+    NotFoundError,
+    ResourceNotFoundError,
+    dynamic_client,
+)
 
 DOCUMENTATION = r"""
 ---
@@ -117,10 +115,7 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    if KUBERNETES_IMPORT_ERROR is not None:
-        module.fail_json(msg=f"the kubernetes Python package is missing on the controller: {KUBERNETES_IMPORT_ERROR}")
-
-    dyn = DynamicClient(config.new_client_from_config(config_file=module.params["kubeconfig"]))
+    dyn = dynamic_client(module)
     results: list[dict[str, Any]] = []
     for query in module.params["queries"]:
         what = f"{query['kind']} ({query['api_version']})"
