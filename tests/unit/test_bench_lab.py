@@ -1,7 +1,10 @@
-"""Unit tests for the pure parts of tools/bench_lab.py: recap parsing, download URLs, join secrets."""
+"""Unit tests for the pure parts of tools/bench_lab.py: recap parsing, download URLs, join secrets, the report."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import yaml
 
 from tests.conftest import REPO, load_script
@@ -58,3 +61,35 @@ def test_table_aligns_columns() -> None:
     lines = bl.table([("a", "1", "x", "yes"), ("longer", "22", "", "")]).splitlines()
     assert lines[2].index("1") == lines[3].index("22") == lines[0].index("seconds")
     assert set(lines[1]) == {"-", " "}
+
+
+def _run(name: str, seconds: float, cpu: float | None = None, nodes: int = 5) -> bl.Run:
+    return bl.Run(name, seconds, 0, nodes, controller_cpu_seconds=cpu, host_busy=0.5 if cpu else None)
+
+
+def test_report_puts_each_verdict_on_its_own_measure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = [
+        _run("full", 300, 100),
+        _run("settle", 12),
+        _run("noop", 31, 20),
+        _run("add-worker3", 80, 40, 5),
+        _run("add-worker4", 85, 42, 6),
+        _run("add-worker5", 100, 44, 7),
+        _run("baseline", 250),
+    ]
+    bl.report(runs, "stamp", tmp_path, tmp_path / "out.json", 1000.0)
+    rows = {line.strip().split("  ")[0]: line.split() for line in capsys.readouterr().out.splitlines() if line}
+    assert rows["(a) site.yml, fresh 3+2"][-1] == "yes"  # 300 / 250 = 1.2x
+    assert rows["(b) no-op rerun, 5 nodes"][-1] == "NO"  # 31 s
+    assert rows["(c) add worker at 5 nodes"][-1] == "yes"
+    assert rows["(c) add worker at 7 nodes"][-1] == "NO"  # 100 s
+    assert rows["(c) growth last/first"][-1] == "NO"  # 1.25x
+    cpu = rows["add-worker5: controller CPU, host busy"]
+    assert cpu[-5:] == ["44", "50%", "of", str(bl.os.cpu_count()), "cores"]  # informational: no verdict
+    saved = bl.json.loads((tmp_path / "out.json").read_text())
+    assert saved["ratios"]["add_controller_cpu_growth_last_over_first"] == 44 / 40
+
+
+def test_host_cpu_jiffies_count_busy_within_total() -> None:
+    busy, total = bl.host_cpu_jiffies()
+    assert 0 < busy < total
