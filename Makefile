@@ -116,5 +116,5 @@ lab-down: venv ## Remove the lab's node containers (mirror and caches stay)
 	$(BIN)/python lab/lab.py down
 
 .PHONY: bench
-bench: venv mirror-up ## Lab benchmark: site.yml fresh / no-op / add a worker at 5-7 nodes against bare kubeadm (~25 min)
+bench: venv mirror-up ## Lab benchmark: site.yml fresh / no-op / add a worker at 5-7 nodes against bare kubeadm (~17 min)
 	$(BIN)/python tools/bench_lab.py
