@@ -1,8 +1,13 @@
 # Shared pytest helpers: building inventories from the example plus a fixture's changes.
 from __future__ import annotations
 
+import grp
 import importlib.util
+import json
+import os
+import pwd
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +19,18 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_INVENTORY = REPO / "inventory" / "example"
+
+
+def run_module_locally(module: str, args: dict[str, Any], *flags: str) -> dict[str, Any]:
+    """One ad-hoc run of a collection module on localhost, as the current user; its JSON result."""
+    args = {"owner": pwd.getpwuid(os.getuid()).pw_name, "group": grp.getgrgid(os.getgid()).gr_name, **args}
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"}
+    env |= {"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_CACHE_PLUGIN": "memory"}
+    cmd = [str(REPO / ".venv" / "bin" / "ansible"), "localhost", "-m", module, "-a", json.dumps(args), *flags]
+    cmd += ["-e", f"ansible_python_interpreter={REPO / '.venv' / 'bin' / 'python'}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    output = json.loads(proc.stdout)
+    return output["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
 
 def load_script(name: str, path: Path) -> ModuleType:

@@ -3,13 +3,9 @@
 # its cache, and on a rerun downloads and writes nothing.
 from __future__ import annotations
 
-import grp
 import hashlib
 import io
-import json
 import os
-import pwd
-import subprocess
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -20,9 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
-
-ANSIBLE = REPO / ".venv" / "bin" / "ansible"
+from tests.conftest import run_module_locally
 
 
 class Server:
@@ -65,14 +59,7 @@ def tarball(members: dict[str, bytes]) -> bytes:
 
 
 def node_downloads(args: dict[str, Any], *flags: str) -> dict[str, Any]:
-    args = {"owner": pwd.getpwuid(os.getuid()).pw_name, "group": grp.getgrgid(os.getgid()).gr_name, **args}
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"}
-    env |= {"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_CACHE_PLUGIN": "memory"}
-    cmd = [str(ANSIBLE), "localhost", "-m", "homelab.bootstrap.node_downloads", "-a", json.dumps(args), *flags]
-    cmd += ["-e", f"ansible_python_interpreter={REPO / '.venv' / 'bin' / 'python'}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    output = json.loads(proc.stdout)
-    return output["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return run_module_locally("homelab.bootstrap.node_downloads", args, *flags)
 
 
 @pytest.fixture

@@ -2,32 +2,14 @@
 # writes what differs (content, mode, missing directories), leaves the rest, and says so.
 from __future__ import annotations
 
-import grp
-import json
-import os
-import pwd
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO
-
-ANSIBLE = REPO / ".venv" / "bin" / "ansible"
+from tests.conftest import run_module_locally
 
 
 def node_files(files: list[dict[str, Any]], *flags: str) -> dict[str, Any]:
-    args = {
-        "files": files,
-        "owner": pwd.getpwuid(os.getuid()).pw_name,
-        "group": grp.getgrgid(os.getgid()).gr_name,
-    }
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"}
-    env |= {"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_CACHE_PLUGIN": "memory"}
-    cmd = [str(ANSIBLE), "localhost", "-m", "homelab.bootstrap.node_files", "-a", json.dumps(args), *flags]
-    cmd += ["-e", f"ansible_python_interpreter={REPO / '.venv' / 'bin' / 'python'}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    output = json.loads(proc.stdout)
-    return output["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return run_module_locally("homelab.bootstrap.node_files", {"files": files}, *flags)
 
 
 def test_writes_files_and_their_directories_then_changes_nothing(tmp_path: Path) -> None:
