@@ -73,10 +73,18 @@ molecule: venv node-images mirror-up ## Run every molecule scenario
 
 .PHONY: e2e
 e2e: venv node-images mirror-up validate-tools ## End-to-end: fresh lab cluster, then what a user checks (HA, VIP failover, rerun, add a node, the tree dry-run on the API)
-	$(BIN)/pytest -v -s tests/e2e
+	$(BIN)/pytest -v -s --durations=0 tests/e2e
 
+# The node images (debootstrap: mostly downloads and disk writes) build in the background while
+# lint, the unit tests and the validation tools' Go builds use the CPUs; the mirror needs them next.
 .PHONY: test
-test: lint syntax validate-tools unit validate-tree molecule e2e ## Everything CI runs
+test: venv docker ## Everything CI runs
+	images_log=$$(mktemp); $(PYTHON) lab/node_images.py > "$$images_log" 2>&1 & images=$$!; \
+	status=0; $(MAKE) --no-print-directory lint syntax validate-tools unit validate-tree || status=$$?; \
+	images_status=0; wait $$images || images_status=$$?; cat "$$images_log"; rm -f "$$images_log"; \
+	if [ $$status -ne 0 ]; then exit $$status; fi; \
+	if [ $$images_status -ne 0 ]; then echo "node images failed (above)"; exit $$images_status; fi
+	$(MAKE) --no-print-directory molecule e2e
 
 .PHONY: collection
 collection: venv ## Build the Ansible collection tarball

@@ -295,6 +295,40 @@ def test_tools_go_imports_sorted_under_build_tag() -> None:
     assert text.index('"a.b/c"') < text.index('"b.c/d"')
 
 
+@pytest.mark.parametrize(
+    ("mem_kib", "cpus", "expected"),
+    [
+        (24 * 1024 * 1024, 2, {"GOGC": "off", "GOMEMLIMIT": "3072MiB"}),  # this lab's machine kind
+        (128 * 1024 * 1024, 2, {"GOGC": "off", "GOMEMLIMIT": "4096MiB"}),  # capped at 4 GiB
+        (8 * 1024 * 1024, 4, {"GOGC": "off", "GOMEMLIMIT": "512MiB"}),
+        (4 * 1024 * 1024, 4, {}),  # under 512 MiB each: Go's defaults
+    ],
+)
+def test_compiler_gc_env_bounds_memory(tmp_path: Path, mem_kib: int, cpus: int, expected: dict[str, str]) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemTotal:       {mem_kib} kB\nMemFree:         1000 kB\n")
+    assert mb.compiler_gc_env(meminfo, cpus) == expected
+
+
+@pytest.mark.parametrize("content", [None, "Nothing: here\n", "MemTotal: many kB\n"])
+def test_compiler_gc_env_without_meminfo_keeps_defaults(tmp_path: Path, content: str | None) -> None:
+    meminfo = tmp_path / "meminfo"
+    if content is not None:
+        meminfo.write_text(content)
+    assert mb.compiler_gc_env(meminfo, 2) == {}
+
+
+def test_go_build_skips_dwarf_and_gc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[list[str], dict[str, str]]] = []
+    monkeypatch.setattr(mb, "run", lambda _ctx, cmd, cwd=None, env=None: seen.append((list(cmd), dict(env or {}))))
+    monkeypatch.setattr(mb, "compiler_gc_env", lambda: {"GOGC": "off", "GOMEMLIMIT": "3072MiB"})
+    mb.go_build(None, tmp_path, ["example.com/a"], tmp_path / "a", ldflags=["-X x.y=z"], toolchain="go1.27.3")
+    cmd, env = seen[0]
+    assert cmd[:5] == ["go", "build", "-trimpath", "-gcflags=all=-dwarf=false", "-ldflags"]
+    assert cmd[5] == "-s -w -X x.y=z"
+    assert env["GOGC"] == "off" and env["GOMEMLIMIT"] == "3072MiB" and env["GOTOOLCHAIN"] == "go1.27.3"
+
+
 def test_dockerfile() -> None:
     text = mb.dockerfile([("pause", "/pause")], ["/pause"], "65535:65535")
     assert text.splitlines() == [
