@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -114,6 +115,48 @@ def require_engine() -> None:
 # --- network ---------------------------------------------------------------------------------
 
 
+def subnet_holders(ip_addr_output: str, subnet: str) -> list[str]:
+    """The interfaces of `ip -o -4 addr show` whose address lies in subnet."""
+    network = ipaddress.ip_network(subnet)
+    holders = []
+    for line in ip_addr_output.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[2] == "inet" and ipaddress.ip_interface(fields[3]).network.overlaps(network):
+            holders.append(fields[1])
+    return holders
+
+
+def stale_bridges(holders: list[str], network_ids: list[str]) -> tuple[list[str], list[str]]:
+    """Split the interfaces holding the lab's subnet into docker bridges whose network no longer
+    exists (left by an engine whose state was removed: safe to delete) and everything else."""
+    stale, others = [], []
+    for name in holders:
+        if name.startswith("br-") and not any(net.startswith(name[3:]) for net in network_ids):
+            stale.append(name)
+        else:
+            others.append(name)
+    return stale, others
+
+
+def clear_subnet(settings: Settings) -> None:
+    """Before creating the lab network: nothing else on this machine may route its subnet. A
+    bridge of a docker network that no longer exists would take the traffic to the mirror."""
+    addrs = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=False)
+    if addrs.returncode != 0:
+        return  # no iproute2: docker reports a conflicting subnet it knows of itself
+    ids = docker("network", "ls", "--no-trunc", "--quiet").stdout.split()
+    stale, others = stale_bridges(subnet_holders(addrs.stdout, settings.network_subnet), ids)
+    for name in stale:
+        log(f"removing {name}: a bridge of a docker network that no longer exists holds {settings.network_subnet}")
+        subprocess.run(["ip", "link", "delete", name], check=True)
+    if others:
+        sys.exit(
+            f"mirror_server: {', '.join(others)} already use(s) {settings.network_subnet}, the lab network's "
+            "subnet: remove that network or interface, or move the lab (mirror_ipv4_address and the lab "
+            "inventory's addresses)"
+        )
+
+
 def ensure_network(settings: Settings) -> None:
     """Create homelab-lab exactly as lab/playbooks/create.yml does, or check that it matches."""
     found = docker("network", "inspect", "--format", "{{json .IPAM.Config}}", settings.network_name, check=False)
@@ -125,6 +168,7 @@ def ensure_network(settings: Settings) -> None:
                 f"not {settings.network_subnet}; remove it (docker network rm {settings.network_name})"
             )
         return
+    clear_subnet(settings)
     log(f"creating network {settings.network_name} ({settings.network_subnet})")
     docker(
         "network",

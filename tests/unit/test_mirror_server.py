@@ -38,3 +38,23 @@ def test_git_server_runs_beside_the_mirror_with_a_private_password(tmp_path: Pat
     assert password.read_text() == first
     # Neither the password nor its path leaks into the container's command line.
     assert first.strip() not in " ".join(args)
+
+
+IP_ADDR = """1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever
+2: eth0    inet 192.0.2.2/24 brd 192.0.2.255 scope global eth0\\       valid_lft forever preferred_lft forever
+3: docker0    inet 172.17.0.1/16 brd 172.17.255.255 scope global docker0\\       valid_lft forever
+4: br-ea233a242c0f    inet 172.30.0.1/24 brd 172.30.0.255 scope global br-ea233a242c0f\\       valid_lft forever
+5: br-43b10f206d22    inet 172.30.0.129/25 scope global br-43b10f206d22\\       valid_lft forever
+"""
+
+
+def test_subnet_holders_finds_every_interface_in_or_overlapping_the_subnet() -> None:
+    assert ms.subnet_holders(IP_ADDR, "172.30.0.0/24") == ["br-ea233a242c0f", "br-43b10f206d22"]
+    assert ms.subnet_holders(IP_ADDR, "10.99.0.0/24") == []
+
+
+def test_only_bridges_of_vanished_docker_networks_are_stale() -> None:
+    ids = ["43b10f206d22" + "0" * 52, "f00d" + "1" * 60]
+    stale, others = ms.stale_bridges(["br-ea233a242c0f", "br-43b10f206d22", "eth1"], ids)
+    assert stale == ["br-ea233a242c0f"]
+    assert others == ["br-43b10f206d22", "eth1"]
