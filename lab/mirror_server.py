@@ -9,6 +9,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -138,6 +139,24 @@ def stale_bridges(holders: list[str], network_ids: list[str]) -> tuple[list[str]
     return stale, others
 
 
+def rules_naming(iptables_save: str, interface: str) -> list[list[str]]:
+    """The `-A` rules of `iptables -S` that name interface, as the arguments that delete them."""
+    return [
+        ["-D", *shlex.split(line)[1:]]
+        for line in iptables_save.splitlines()
+        if line.startswith("-A ") and interface in shlex.split(line)
+    ]
+
+
+def remove_rules_of(interface: str) -> None:
+    """A vanished docker network's NAT and forwarding rules: the NAT rule masquerades the subnet's
+    traffic on any other bridge, so the lab's etcd members would see each other as the gateway."""
+    for table in ("nat", "filter"):
+        listed = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, check=False)
+        for rule in rules_naming(listed.stdout, interface) if listed.returncode == 0 else []:
+            subprocess.run(["iptables", "-t", table, *rule], check=True)
+
+
 def clear_subnet(settings: Settings) -> None:
     """Before creating the lab network: nothing else on this machine may route its subnet. A
     bridge of a docker network that no longer exists would take the traffic to the mirror."""
@@ -149,6 +168,7 @@ def clear_subnet(settings: Settings) -> None:
     for name in stale:
         log(f"removing {name}: a bridge of a docker network that no longer exists holds {settings.network_subnet}")
         subprocess.run(["ip", "link", "delete", name], check=True)
+        remove_rules_of(name)
     if others:
         sys.exit(
             f"mirror_server: {', '.join(others)} already use(s) {settings.network_subnet}, the lab network's "

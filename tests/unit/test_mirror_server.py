@@ -58,3 +58,16 @@ def test_only_bridges_of_vanished_docker_networks_are_stale() -> None:
     stale, others = ms.stale_bridges(["br-ea233a242c0f", "br-43b10f206d22", "eth1"], ids)
     assert stale == ["br-ea233a242c0f"]
     assert others == ["br-43b10f206d22", "eth1"]
+
+
+def test_rules_naming_deletes_only_the_vanished_bridges_rules() -> None:
+    listed = """-P POSTROUTING ACCEPT
+-N DOCKER
+-A POSTROUTING -s 172.30.0.0/24 ! -o br-ea233a242c0f -j MASQUERADE
+-A POSTROUTING -s 172.30.0.0/24 ! -o br-1c5fd9c33d16 -j MASQUERADE
+-A DOCKER -i br-ea233a242c0f -j RETURN
+"""
+    assert ms.rules_naming(listed, "br-ea233a242c0f") == [
+        ["-D", "POSTROUTING", "-s", "172.30.0.0/24", "!", "-o", "br-ea233a242c0f", "-j", "MASQUERADE"],
+        ["-D", "DOCKER", "-i", "br-ea233a242c0f", "-j", "RETURN"],
+    ]
